@@ -1,0 +1,79 @@
+"""Atomic writes and checked reads of the tables, YAML and JSON files the stages exchange.
+
+Every artefact is written to a temporary file in its destination folder and renamed into
+place, so an interrupted or failed run never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from regmix.errors import RegmixError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a parquet table atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_yaml(data: Any, path: str | os.PathLike) -> None:
+    write_text(yaml.safe_dump(data, sort_keys=False), path)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def read_table(path: str | os.PathLike, columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a parquet or CSV table, failing with one line if it is missing or lacks `columns`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RegmixError(f"{path}: no such file")
+    try:
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
+        raise RegmixError(f"{path}: not a readable table ({exc.__class__.__name__}: {exc})") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RegmixError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RegmixError(f"{path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RegmixError(f"{path}: not valid YAML ({exc})") from exc

@@ -1,0 +1,221 @@
+"""Mixtures of training domains: RegMix's Dirichlet sampler, repetition caps and mixture tables.
+
+A mixture table has one row per run: a `run` column and one `weight.<domain>` column per
+training domain, each row summing to 1. The sampler follows RegMix's
+`synthesize_mixture.py`: the centre is the train-token prior sharpened by a temperature, the
+concentration is drawn from log-spaced strengths, samples above a per-domain cap are rejected,
+tiny weights are zeroed, near-duplicates are dropped and N are picked from an oversampled pool.
+
+The cap differs from RegMix in one deliberate way: RegMix bounds a weight by 15 × prior,
+which only stands for "at most 15 epochs" when the final budget happens to equal the corpus
+size. Here the cap is stated in its own terms: at the final model's token budget, a domain may
+not be repeated more than `max_epochs` times.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from regmix.errors import RegmixError
+from regmix.files import write_table, write_yaml
+from regmix.stats import read_stats, train_tokens, valid_domains
+
+WEIGHT = "weight."
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How proxy mixtures (and simulation candidates) are drawn; defaults are RegMix's."""
+
+    temperature: float = 0.5
+    """Exponent applied to the token prior before it centres the Dirichlet (<1 flattens)."""
+    min_strength: float = 0.1
+    """Smallest Dirichlet concentration multiplier (samples concentrate on few domains)."""
+    max_strength: float = 5.0
+    """Largest Dirichlet concentration multiplier (samples stay close to the centre)."""
+    n_strengths: int = 15
+    """How many log-spaced strengths between min and max; each sample picks one at random."""
+    min_weight: float = 2e-4
+    """Weights below this are set to zero and the rest renormalised."""
+    oversample: int = 100
+    """Draw this many times more candidates than needed, then pick from the survivors."""
+    min_distance: float = 1e-3
+    """Two mixtures closer than this in L1 distance count as duplicates."""
+    max_epochs: float = 15.0
+    """A domain may be repeated at most this many times at the final model's token budget."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_strength <= self.max_strength:
+            raise RegmixError("mixtures: need 0 < min_strength <= max_strength")
+        if self.temperature <= 0:
+            raise RegmixError("mixtures.temperature: must be > 0")
+        if self.oversample < 1 or self.n_strengths < 1:
+            raise RegmixError("mixtures: oversample and n_strengths must be >= 1")
+        if self.max_epochs <= 0:
+            raise RegmixError("mixtures.max_epochs: must be > 0")
+
+    def strengths(self) -> np.ndarray:
+        return np.logspace(np.log10(self.min_strength), np.log10(self.max_strength), self.n_strengths)
+
+
+def weight_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith(WEIGHT)]
+
+
+def mixture_domains(table: pd.DataFrame) -> list[str]:
+    """The training domains of a mixture or runs table, in column order."""
+    return [c[len(WEIGHT) :] for c in weight_columns(table)]
+
+
+def mixture_table(runs: list[str], domains: list[str], weights: np.ndarray) -> pd.DataFrame:
+    """Build a mixture table from a (runs × domains) weight matrix."""
+    table = pd.DataFrame(np.asarray(weights, dtype=float), columns=[WEIGHT + d for d in domains])
+    table.insert(0, "run", runs)
+    return table
+
+
+def check_weights(table: pd.DataFrame, source: str, tolerance: float = 1e-3) -> None:
+    """Fail with one line if any row has negative weights or does not sum to 1."""
+    columns = weight_columns(table)
+    if not columns:
+        raise RegmixError(f"{source}: no weight.<domain> columns")
+    weights = table[columns].to_numpy(dtype=float)
+    if np.isnan(weights).any() or (weights < 0).any():
+        raise RegmixError(f"{source}: weights must be non-negative numbers")
+    sums = weights.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1) > tolerance)
+    if bad.size:
+        run = table["run"].iloc[bad[0]] if "run" in table else bad[0]
+        raise RegmixError(
+            f"{source}: weights of run {run} sum to {sums[bad[0]]:.4f}, expected 1 "
+            f"({bad.size} row(s) off by more than {tolerance})"
+        )
+
+
+def token_prior(train_tokens: pd.Series) -> pd.Series:
+    """Each training domain's share of the train tokens (RegMix's 'human' mixture)."""
+    train_tokens = train_tokens[train_tokens > 0].astype(float)
+    if train_tokens.empty:
+        raise RegmixError("stats: no training domain has any tokens")
+    return train_tokens / train_tokens.sum()
+
+
+def domain_caps(train_tokens: pd.Series, final_tokens: float, max_epochs: float) -> pd.Series:
+    """Largest weight per domain such that the final model sees it at most `max_epochs` times."""
+    caps = (max_epochs * train_tokens.astype(float) / float(final_tokens)).clip(upper=1.0)
+    shortfall = 1.0 - caps.sum()
+    if shortfall > 1e-12:
+        listing = ", ".join(f"{d} ≤ {c:.3g}" for d, c in caps.sort_values().items())
+        needed = final_tokens / train_tokens.sum()
+        raise RegmixError(
+            f"mixtures: caps sum to {caps.sum():.3f} < 1 ({listing}): {final_tokens:.3g} final "
+            f"tokens from {train_tokens.sum():.3g} train tokens needs max_epochs ≥ {needed:.3g} "
+            f"(have {max_epochs:g}), or a smaller final token budget"
+        )
+    return caps
+
+
+def dirichlet_draws(
+    centre: np.ndarray, n: int, strengths: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """n draws from Dirichlet(centre × s), with s picked uniformly from `strengths` per draw."""
+    picks = rng.integers(len(strengths), size=n)
+    draws = np.empty((n, len(centre)))
+    for i, strength in enumerate(strengths):
+        rows = np.flatnonzero(picks == i)
+        if rows.size:
+            draws[rows] = rng.dirichlet(centre * strength, size=rows.size)
+    return draws
+
+
+def sharpened_prior(prior: np.ndarray, temperature: float) -> np.ndarray:
+    centre = np.asarray(prior, dtype=float) ** temperature
+    return centre / centre.sum()
+
+
+def drop_small_weights(weights: np.ndarray, min_weight: float) -> np.ndarray:
+    """Zero weights below `min_weight` and renormalise each row to sum to 1."""
+    weights = np.where(weights < min_weight, 0.0, weights)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def within_caps(weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows whose every weight is at most its domain's cap."""
+    return (weights <= caps[None, :] + 1e-12).all(axis=1)
+
+
+def pick_distinct(weights: np.ndarray, n: int, min_distance: float) -> np.ndarray:
+    """Pick up to n rows in the given order, skipping any within `min_distance` (L1) of a pick."""
+    picked: list[int] = []
+    for i, row in enumerate(weights):
+        if picked and np.abs(weights[picked] - row).sum(axis=1).min() < min_distance:
+            continue
+        picked.append(i)
+        if len(picked) == n:
+            break
+    return np.asarray(picked, dtype=int)
+
+
+def sample_mixtures(
+    prior: pd.Series, caps: pd.Series, n: int, config: SamplerConfig, seed: int
+) -> np.ndarray:
+    """Draw n distinct mixtures within the caps (rows of a (n × domains) weight matrix)."""
+    if n < 1:
+        raise RegmixError("mixtures.n: must be >= 1")
+    rng = np.random.default_rng(seed)
+    centre = sharpened_prior(prior.to_numpy(), config.temperature)
+    pool = dirichlet_draws(centre, n * config.oversample, config.strengths(), rng)
+    pool = drop_small_weights(pool, config.min_weight)
+    pool = pool[within_caps(pool, caps.reindex(prior.index).to_numpy())]
+    pool = pool[rng.permutation(len(pool))]
+    picked = pool[pick_distinct(pool, n, config.min_distance)]
+    if len(picked) < n:
+        raise RegmixError(
+            f"mixtures: only {len(picked)} of {n} requested mixtures are distinct and within the "
+            f"caps after {n * config.oversample} draws; raise mixtures.oversample or max_epochs"
+        )
+    return picked
+
+
+def run_names(n: int, prefix: str = "run") -> list[str]:
+    """Stable run names (`run0001`, ...) known before sampling, so the DAG can be built first."""
+    width = max(4, len(str(n)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def regmix_yaml(weights: pd.Series, valid_domains: list[str]) -> dict:
+    """A run's mixture in RegMix's YAML shape: `train: {domain: weight}`, `valid: {domain: 1.0}`."""
+    return {
+        "train": {d: round(float(w), 8) for d, w in weights.items()},
+        "valid": {d: 1.0 for d in valid_domains},
+    }
+
+
+def write_proxy_mixtures(
+    stats_path: str | os.PathLike,
+    n: int,
+    final_tokens: float,
+    config: SamplerConfig,
+    seed: int,
+    out: str | os.PathLike,
+    yaml_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Sample the proxy mixtures from a stats table and write the table (and per-run YAMLs)."""
+    stats = read_stats(stats_path)
+    tokens = train_tokens(stats)
+    prior = token_prior(tokens)
+    caps = domain_caps(tokens, final_tokens, config.max_epochs)
+    weights = sample_mixtures(prior, caps, n, config, seed)
+    table = mixture_table(run_names(n), list(prior.index), weights)
+    if yaml_dir is not None:
+        valid = valid_domains(stats)
+        for row in table.itertuples(index=False):
+            mixture = pd.Series(row[1:], index=prior.index)
+            write_yaml(regmix_yaml(mixture, valid), Path(yaml_dir) / f"{row.run}.yaml")
+    write_table(table, out)
+    return table
