@@ -111,7 +111,8 @@ def _dataclass_from(cls: type, values: dict, source: str):
     fields = cls.__dataclass_fields__
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise RegmixError(f"{source}: unknown key {unknown[0]!r} (expected one of {sorted(fields)})")
+        expected = ", ".join(sorted(fields))
+        raise RegmixError(f"{source}: unknown key {unknown[0]!r} (expected one of: {expected})")
     return cls(**values)
 
 

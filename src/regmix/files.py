@@ -62,7 +62,8 @@ def read_table(path: str | os.PathLike, columns: Iterable[str] = ()) -> pd.DataF
     try:
         df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
-        raise RegmixError(f"{path}: not a readable table ({exc.__class__.__name__}: {exc})") from exc
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise RegmixError(f"{path}: not a readable table ({reason})") from exc
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise RegmixError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -60,7 +60,8 @@ class SamplerConfig:
             raise RegmixError("mixtures.max_epochs: must be > 0")
 
     def strengths(self) -> np.ndarray:
-        return np.logspace(np.log10(self.min_strength), np.log10(self.max_strength), self.n_strengths)
+        low, high = np.log10(self.min_strength), np.log10(self.max_strength)
+        return np.logspace(low, high, self.n_strengths)
 
 
 def weight_columns(table: pd.DataFrame) -> list[str]:
