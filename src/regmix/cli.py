@@ -68,13 +68,24 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         "or the path of a Hugging Face tokenizer.json",
     )
     p.add_argument("--workers", type=int, default=1, help="processes used for tokenizing")
+    p.add_argument(
+        "--domains",
+        type=_name_list,
+        default=None,
+        help="comma-separated domains to prepare (each must have files); empty or absent: all",
+    )
     p.set_defaults(handler=_prepare)
+
+
+def _name_list(text: str) -> list[str] | None:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return names or None
 
 
 def _prepare(args: argparse.Namespace) -> None:
     from regmix.prepare import prepare_corpus
 
-    prepare_corpus(args.corpus, args.out, args.tokenizer, workers=args.workers)
+    prepare_corpus(args.corpus, args.out, args.tokenizer, args.workers, args.domains)
 
 
 def _add_sample_mixtures(commands: argparse._SubParsersAction) -> None:

@@ -19,6 +19,9 @@ import yaml
 
 from regmix.errors import RegmixError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -30,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_UMASK)  # mkstemp creates 0600; results should read like any file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

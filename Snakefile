@@ -1,0 +1,20 @@
+# regmix: choose a pre-training data mixture by regression (RegMix, Liu et al. 2025).
+# Stages and file formats: docs in README.md; run with `snakemake --cores all`.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/mixtures.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,86 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from regmix.errors import RegmixError
+from regmix.loader import (
+    MixedBatches,
+    domain_counts,
+    open_shards,
+    validation_windows,
+    vocab_size,
+)
+
+# Each fake domain uses its own token range, so a window's domain can be read off its tokens.
+SHARDS = {
+    "a": np.arange(0, 100, dtype=np.uint16).repeat(50),
+    "b": np.arange(100, 200, dtype=np.uint16).repeat(50),
+    "c": np.arange(200, 300, dtype=np.uint16).repeat(50),
+}
+
+
+def _domain_of_rows(batch: torch.Tensor) -> list[str]:
+    return ["abc"[int(row[0]) // 100] for row in batch]
+
+
+def test_a_batch_is_a_pure_function_of_seed_and_step():
+    batches = MixedBatches(SHARDS, {"a": 0.5, "b": 0.3, "c": 0.2}, 16, 32, seed=7)
+    again = MixedBatches(SHARDS, {"a": 0.5, "b": 0.3, "c": 0.2}, 16, 32, seed=7)
+    assert torch.equal(batches(5), again(5))
+    assert torch.equal(batches(5), batches(5))
+    assert not torch.equal(batches(5), batches(6))
+    assert not torch.equal(batches(5), MixedBatches(SHARDS, {"a": 1.0}, 16, 32, seed=8)(5))
+    assert batches(0).shape == (16, 33) and batches(0).dtype == torch.int64
+
+
+def test_batches_follow_the_mixture_weights():
+    weights = {"a": 0.6, "b": 0.3, "c": 0.1}
+    batches = MixedBatches(SHARDS, weights, 10, 16, seed=0)
+    rows = [d for step in range(2000) for d in _domain_of_rows(batches(step))]
+    for domain, weight in weights.items():
+        assert rows.count(domain) / len(rows) == pytest.approx(weight, abs=0.005)
+
+
+def test_windows_come_from_one_domain_and_zero_weight_domains_never_appear():
+    batches = MixedBatches(SHARDS, {"a": 0.5, "b": 0.5, "c": 0.0}, 8, 16, seed=0)
+    for step in range(50):
+        batch = batches(step)
+        assert ((batch // 100) == (batch[:, :1] // 100)).all()
+        assert (batch < 200).all()
+
+
+def test_domain_counts_give_tiny_weights_their_exact_expected_share():
+    rng = np.random.default_rng(0)
+    weights = np.array([0.9, 0.0998, 0.0002])
+    counts = np.stack([domain_counts(weights, 8, rng) for _ in range(100_000)])
+    assert (counts.sum(axis=1) == 8).all()
+    assert counts[:, 2].mean() / 8 == pytest.approx(0.0002, rel=0.15)
+
+
+def test_validation_windows_are_fixed_and_do_not_overlap():
+    windows = validation_windows(SHARDS, seq_len=31, windows=10)
+    assert torch.equal(windows["a"], validation_windows(SHARDS, seq_len=31, windows=10)["a"])
+    assert windows["b"].shape == (10, 32)
+    starts = [int(np.flatnonzero(SHARDS["a"] == row[0])[0]) for row in windows["a"]]
+    assert len(set(windows["a"][:, 0].tolist())) > 1
+    assert all(b - a >= 32 for a, b in itertools.pairwise(starts))
+
+
+def test_shard_shorter_than_a_window_is_an_error():
+    with pytest.raises(RegmixError, match="fewer train tokens than one window"):
+        MixedBatches({"a": np.zeros(10, dtype=np.uint16)}, {"a": 1.0}, 4, 16, seed=0)
+
+
+def test_mixture_naming_a_domain_without_shard_is_an_error():
+    with pytest.raises(RegmixError, match="no training shard for domain.*zzz"):
+        MixedBatches(SHARDS, {"a": 0.5, "zzz": 0.5}, 4, 16, seed=0)
+
+
+def test_open_shards_memory_maps_the_prepared_data(data_dir):
+    shards = open_shards(data_dir, "train")
+    assert "target" not in shards and "web" in shards
+    assert isinstance(shards["web"], np.memmap)
+    assert vocab_size(data_dir) == 257
+    assert set(open_shards(data_dir, "valid")) >= {"target", "poetry"}

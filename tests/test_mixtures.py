@@ -1,0 +1,109 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from regmix.errors import RegmixError
+from regmix.files import read_yaml
+from regmix.mixtures import (
+    SamplerConfig,
+    check_weights,
+    domain_caps,
+    drop_small_weights,
+    mixture_domains,
+    pick_distinct,
+    sample_mixtures,
+    token_prior,
+    write_proxy_mixtures,
+)
+
+TOKENS = pd.Series({"big": 1_000_000, "mid": 200_000, "small": 20_000, "tiny": 5_000})
+
+
+def test_prior_is_the_train_token_share():
+    prior = token_prior(TOKENS)
+    assert prior["big"] == pytest.approx(1_000_000 / 1_225_000)
+    assert prior.sum() == pytest.approx(1)
+
+
+def test_caps_limit_repetition_at_the_final_budget():
+    caps = domain_caps(TOKENS, final_tokens=1_000_000, max_epochs=4)
+    assert caps["tiny"] == pytest.approx(4 * 5_000 / 1_000_000)
+    assert caps["big"] == 1.0
+
+
+def test_infeasible_caps_name_the_domains_and_the_shortfall():
+    expected = r"caps sum to 0\.245 < 1.*tiny ≤ 0\.001.*max_epochs ≥ 4\.08"
+    with pytest.raises(RegmixError, match=expected):
+        domain_caps(TOKENS, final_tokens=5_000_000, max_epochs=1)
+
+
+def test_sampled_mixtures_are_valid_distinct_and_within_caps():
+    prior = token_prior(TOKENS)
+    caps = domain_caps(TOKENS, final_tokens=2_000_000, max_epochs=15)
+    config = SamplerConfig()
+    weights = sample_mixtures(prior, caps, 200, config, seed=0)
+    assert weights.shape == (200, 4)
+    np.testing.assert_allclose(weights.sum(axis=1), 1)
+    assert (weights <= caps.to_numpy() + 1e-12).all()
+    assert ((weights == 0) | (weights >= config.min_weight * 0.99)).all()
+    distances = np.abs(weights[:, None, :] - weights[None, :, :]).sum(-1)
+    assert distances[np.triu_indices(200, 1)].min() >= config.min_distance
+
+
+def test_sampling_is_seeded():
+    prior, caps = token_prior(TOKENS), domain_caps(TOKENS, 2_000_000, 15)
+    a = sample_mixtures(prior, caps, 20, SamplerConfig(), seed=1)
+    b = sample_mixtures(prior, caps, 20, SamplerConfig(), seed=1)
+    c = sample_mixtures(prior, caps, 20, SamplerConfig(), seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_low_strengths_explore_far_from_the_prior():
+    prior, caps = token_prior(TOKENS), domain_caps(TOKENS, 2_000_000, 15)
+    weights = sample_mixtures(prior, caps, 300, SamplerConfig(), seed=0)
+    # RegMix's wide strength range yields both near-one-hot and near-prior mixtures.
+    assert weights.max(axis=1).max() > 0.95
+    assert np.abs(weights - prior.to_numpy()).sum(axis=1).min() < 0.3
+
+
+def test_too_few_feasible_mixtures_is_an_error():
+    prior, caps = token_prior(TOKENS), domain_caps(TOKENS, 2_000_000, 15)
+    with pytest.raises(RegmixError, match="only .* of 500 requested"):
+        sample_mixtures(prior, caps, 500, SamplerConfig(oversample=1, min_distance=0.5), seed=0)
+
+
+def test_small_weights_are_zeroed_and_rows_renormalised():
+    out = drop_small_weights(np.array([[0.5, 0.4999, 0.0001]]), 2e-4)
+    np.testing.assert_allclose(out, [[0.5 / 0.9999, 0.4999 / 0.9999, 0.0]])
+
+
+def test_pick_distinct_skips_near_duplicates():
+    rows = np.array([[1.0, 0.0], [0.9999, 0.0001], [0.5, 0.5]])
+    assert pick_distinct(rows, 3, 1e-3).tolist() == [0, 2]
+
+
+def test_weights_not_summing_to_one_are_rejected():
+    table = pd.DataFrame({"run": ["a"], "weight.x": [0.5], "weight.y": [0.2]})
+    with pytest.raises(RegmixError, match="run a sum to 0.7000"):
+        check_weights(table, "runs.parquet")
+
+
+def test_write_proxy_mixtures_writes_table_and_regmix_yamls(data_dir, tmp_path):
+    table = write_proxy_mixtures(
+        data_dir / "stats.parquet",
+        8,
+        200_000,
+        SamplerConfig(),
+        42,
+        tmp_path / "proxy.parquet",
+        tmp_path / "yaml",
+    )
+    assert list(table["run"]) == [f"run{i:04d}" for i in range(1, 9)]
+    assert "target" not in mixture_domains(table)  # valid-only domains are not trainable
+    check_weights(pd.read_parquet(tmp_path / "proxy.parquet"), "proxy.parquet")
+    run = read_yaml(tmp_path / "yaml" / "run0003.yaml")
+    expected = {c.removeprefix("weight."): v for c, v in table.iloc[2].drop("run").items()}
+    assert run["train"] == pytest.approx(expected, abs=1e-7)
+    assert set(run["valid"]) >= {"target", "web"}
+    assert sum(run["train"].values()) == pytest.approx(1, abs=1e-6)

@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_jsonl
+
+from regmix.corpus import read_documents
+from regmix.errors import RegmixError
+from regmix.prepare import prepare_corpus
+from regmix.tokenize import BYTE_EOS
+
+
+def test_stats_match_shards_and_sidecars(data_dir):
+    stats = pd.read_parquet(data_dir / "stats.parquet")
+    assert list(stats.columns) == ["domain", "split", "tokens", "documents"]
+    for row in stats.itertuples():
+        shard = data_dir / row.split / f"{row.domain}.bin"
+        meta = json.loads(shard.with_suffix(".json").read_text())
+        ids = np.fromfile(shard, dtype=meta["dtype"])
+        assert len(ids) == row.tokens == meta["tokens"]
+        assert (ids == BYTE_EOS).sum() == row.documents == meta["documents"]
+        assert meta["vocab_size"] == 257
+
+
+def test_byte_shards_decode_back_to_the_documents(corpus_dir, data_dir):
+    ids = np.fromfile(data_dir / "train" / "legal.bin", dtype=np.uint16)
+    documents = bytes(ids[ids != BYTE_EOS].astype(np.uint8)).decode("utf-8")
+    expected = "".join(read_documents(corpus_dir / "train" / "legal-0.jsonl.gz"))
+    assert documents == expected
+
+
+def test_valid_only_domain_has_no_train_shard(data_dir):
+    stats = pd.read_parquet(data_dir / "stats.parquet")
+    assert set(stats.loc[stats["domain"] == "target", "split"]) == {"valid"}
+    assert not (data_dir / "train" / "target.bin").exists()
+
+
+def test_bpe_tokenizer_is_trained_on_train_and_saved_beside_the_shards(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_jsonl(corpus / "train" / "a-0.jsonl", ["alpha beta gamma delta"] * 200)
+    write_jsonl(corpus / "valid" / "a-0.jsonl", ["alpha gamma"] * 10)
+    out = tmp_path / "data"
+    stats = prepare_corpus(corpus, out, "bpe:300")
+    assert (out / "tokenizer.json").is_file()
+    meta = json.loads((out / "train" / "a.json").read_text())
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] <= 300
+    assert stats.loc[stats["split"] == "train", "tokens"].item() < 200 * 22  # merges happened
+
+
+def test_empty_domain_fails_and_leaves_the_last_good_output_untouched(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_jsonl(corpus / "train" / "a-0.jsonl", ["some text"])
+    out = tmp_path / "data"
+    prepare_corpus(corpus, out, "byte")
+    before = (out / "stats.parquet").read_bytes()
+    (corpus / "train" / "b-0.jsonl").write_text("")
+    with pytest.raises(RegmixError, match=r"domain 'b' \(train\): no documents in b-0.jsonl"):
+        prepare_corpus(corpus, out, "byte")
+    assert (out / "stats.parquet").read_bytes() == before
+    assert (out / "train" / "a.bin").is_file()
+    assert not list(out.glob(".staging-*"))
+
+
+def test_cli_reports_bad_input_in_one_line_with_nonzero_exit(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_jsonl(corpus / "train" / "a-0.jsonl", ["fine"])
+    (corpus / "train" / "a-1.jsonl").write_text('{"text": "fine"}\n{oops}\n')
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regmix.cli",
+            "prepare",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "a-1.jsonl:2: malformed JSON" in result.stderr
+    assert not (tmp_path / "out" / "stats.parquet").exists()
