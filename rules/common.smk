@@ -4,10 +4,26 @@ import hashlib
 import json
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, schema="../config/schema.yaml", set_default=True)
+def validate_config():
+    """Validate against config/schema.yaml (filling defaults), failing in one readable line.
+
+    Snakemake's own message prints the whole schema; a user needs the key and the problem.
+    """
+    try:
+        validate(config, schema="../config/schema.yaml", set_default=True)
+    except WorkflowError as error:
+        cause = error.__context__
+        if not hasattr(cause, "absolute_path"):
+            raise
+        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+        raise WorkflowError(f"config key {key}: {cause.message}") from None
+
+
+validate_config()
 
 
 wildcard_constraints:

@@ -57,7 +57,7 @@ class HFTokenizer:
         self.dtype = np.uint16 if self.vocab_size <= 2**16 else np.uint32
 
     def encode(self, documents: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(documents, add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch_fast(documents, add_special_tokens=False)
         lengths = [len(e.ids) + 1 for e in encodings]
         out = np.empty(sum(lengths), dtype=self.dtype)
         position = 0

@@ -1,0 +1,51 @@
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from regmix.cli import build_parser, main
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(subparsers.choices)
+
+
+def test_help_lists_every_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "regmix.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in _commands():
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: regmix " + command in capsys.readouterr().out
+
+
+def test_unknown_sampler_key_is_a_one_line_error(data_dir, tmp_path, capsys):
+    code = main(
+        [
+            "sample-mixtures",
+            "--stats",
+            str(data_dir / "stats.parquet"),
+            "--n",
+            "4",
+            "--final-tokens",
+            "100000",
+            "--sampler",
+            '{"temprature": 0.5}',
+            "--out",
+            str(tmp_path / "m.parquet"),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("regmix: error: --sampler: unknown key 'temprature'")
+    assert err.count("\n") == 1
