@@ -13,6 +13,7 @@ from regmix.mixtures import (
     pick_distinct,
     sample_mixtures,
     token_prior,
+    write_final_mixtures,
     write_proxy_mixtures,
 )
 
@@ -107,3 +108,56 @@ def test_write_proxy_mixtures_writes_table_and_regmix_yamls(data_dir, tmp_path):
     assert run["train"] == pytest.approx(expected, abs=1e-7)
     assert set(run["valid"]) >= {"target", "web"}
     assert sum(run["train"].values()) == pytest.approx(1, abs=1e-6)
+
+
+def test_final_mixtures_hold_the_optimum_baselines_and_heldout_draws(
+    data_dir, corpus_dir, tmp_path
+):
+    optimum = tmp_path / "mixture.yaml"
+    optimum.write_text("train:\n  legal: 0.5\n  forum: 0.25\n  poetry: 0.25\npredicted_loss: 2.0\n")
+    table = write_final_mixtures(
+        data_dir / "stats.parquet",
+        optimum,
+        corpus_dir / "planted.yaml",
+        3,
+        200_000,
+        SamplerConfig(),
+        7,
+        tmp_path / "final.parquet",
+    )
+    assert list(table["run"]) == [
+        "regmix",
+        "prior",
+        "uniform",
+        "planted",
+        "heldout01",
+        "heldout02",
+        "heldout03",
+    ]
+    check_weights(table, "final.parquet")
+    rows = table.set_index("run")
+    assert rows.loc["regmix", "weight.legal"] == pytest.approx(0.5)
+    assert rows.loc["regmix", "weight.web"] == 0
+    assert rows.loc["uniform"].nunique() == 1
+    stats = pd.read_parquet(data_dir / "stats.parquet")
+    web = stats.query("split == 'train' and domain == 'web'")["tokens"].item()
+    assert rows.loc["prior", "weight.web"] == pytest.approx(
+        web / stats.query("split == 'train'")["tokens"].sum()
+    )
+    assert rows.loc["planted", "weight.poetry"] == pytest.approx(0.3)
+
+
+def test_an_optimum_naming_an_unknown_domain_is_rejected(data_dir, tmp_path):
+    optimum = tmp_path / "mixture.yaml"
+    optimum.write_text("train:\n  legal: 0.5\n  klingon: 0.5\n")
+    with pytest.raises(RegmixError, match="mixture.yaml: unknown training domain.*klingon"):
+        write_final_mixtures(
+            data_dir / "stats.parquet",
+            optimum,
+            None,
+            0,
+            200_000,
+            SamplerConfig(),
+            7,
+            tmp_path / "final.parquet",
+        )

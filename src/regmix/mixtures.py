@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from regmix.errors import RegmixError
-from regmix.files import write_table, write_yaml
+from regmix.files import read_yaml, write_table, write_yaml
 from regmix.stats import read_stats, train_tokens, valid_domains
 
 WEIGHT = "weight."
@@ -183,9 +183,9 @@ def sample_mixtures(
     return picked
 
 
-def run_names(n: int, prefix: str = "run") -> list[str]:
+def run_names(n: int, prefix: str = "run", digits: int = 4) -> list[str]:
     """Stable run names (`run0001`, ...) known before sampling, so the DAG can be built first."""
-    width = max(4, len(str(n)))
+    width = max(digits, len(str(n)))
     return [f"{prefix}{i:0{width}d}" for i in range(1, n + 1)]
 
 
@@ -218,5 +218,63 @@ def write_proxy_mixtures(
         for row in table.itertuples(index=False):
             mixture = pd.Series(row[1:], index=prior.index)
             write_yaml(regmix_yaml(mixture, valid), Path(yaml_dir) / f"{row.run}.yaml")
+    write_table(table, out)
+    return table
+
+
+def uniform_weights(domains: list[str]) -> pd.Series:
+    return pd.Series(1.0 / len(domains), index=domains)
+
+
+def weights_from_yaml(data: dict, source: str, domains: list[str]) -> pd.Series:
+    """The `train: {domain: weight}` block of a RegMix-style YAML, over `domains`."""
+    train = data.get("train") if isinstance(data, dict) else None
+    if not isinstance(train, dict) or not train:
+        raise RegmixError(f"{source}: expected a 'train' mapping of domain: weight")
+    unknown = sorted(set(train) - set(domains))
+    if unknown:
+        raise RegmixError(f"{source}: unknown training domain(s) {', '.join(unknown)}")
+    weights = pd.Series({d: float(train.get(d, 0.0)) for d in domains})
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise RegmixError(f"{source}: weights must be non-negative with a positive sum")
+    return weights / weights.sum()
+
+
+def write_final_mixtures(
+    stats_path: str | os.PathLike,
+    optimum_path: str | os.PathLike,
+    planted_path: str | os.PathLike | None,
+    heldout: int,
+    final_tokens: float,
+    config: SamplerConfig,
+    seed: int,
+    out: str | os.PathLike,
+) -> pd.DataFrame:
+    """The mixtures the final model is trained on: RegMix's optimum and the baselines.
+
+    `prior` is the token prior (the paper's "human" mixture), `uniform` the flat mixture,
+    `planted` the synthetic corpus's planted blend (the answer RegMix should recover), and
+    `heldout<k>` fresh mixtures from the proxy sampler, whose final-scale losses test whether
+    the proxies' ranking transfers to the large model.
+    """
+    stats = read_stats(stats_path)
+    tokens = train_tokens(stats)
+    prior = token_prior(tokens)
+    domains = list(prior.index)
+    rows = {
+        "regmix": weights_from_yaml(read_yaml(optimum_path), str(optimum_path), domains),
+        "prior": prior,
+        "uniform": uniform_weights(domains),
+    }
+    if planted_path is not None:
+        rows["planted"] = weights_from_yaml(
+            {"train": read_yaml(planted_path)["weights"]}, str(planted_path), domains
+        )
+    if heldout:
+        caps = domain_caps(tokens, final_tokens, config.max_epochs)
+        draws = sample_mixtures(prior, caps, heldout, config, seed)
+        for name, weights in zip(run_names(heldout, "heldout", 2), draws, strict=True):
+            rows[name] = pd.Series(weights, index=domains)
+    table = mixture_table(list(rows), domains, np.stack([w.to_numpy() for w in rows.values()]))
     write_table(table, out)
     return table
