@@ -104,3 +104,34 @@ def parse_bpe_spec(spec: str) -> int | None:
 def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
     """`byte` or the path of a tokenizer.json (a trained BPE is saved to one first)."""
     return ByteTokenizer() if spec == "byte" else HFTokenizer(spec)
+
+
+def byte_tokenizer_json() -> str:
+    """The byte tokenizer as a Hugging Face tokenizer.json: byte b is id b, EOS is 256.
+
+    A BPE without merges over the byte-level alphabet reproduces `ByteTokenizer` exactly, so an
+    exported model can be evaluated with standard tooling.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    byte_to_char = _bytes_to_unicode()
+    vocab = {byte_to_char[b]: b for b in range(256)}
+    vocab[EOS_NAMES[0]] = BYTE_EOS
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([EOS_NAMES[0]])
+    return tokenizer.to_str()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (what ByteLevel uses)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars

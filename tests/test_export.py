@@ -1,0 +1,47 @@
+"""The Hugging Face export: a folder `LlamaForCausalLM` loads with the same logits."""
+
+import json
+
+import pytest
+import torch
+
+from regmix.export import export_hf
+from regmix.model import ModelConfig, Transformer
+from regmix.tokenize import BYTE_EOS, ByteTokenizer
+
+
+def _model() -> Transformer:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        n_layer=2, n_head=4, n_embd=32, intermediate_size=64, vocab_size=257, max_seq_len=64
+    )
+    return Transformer(config).eval()
+
+
+def test_export_writes_config_weights_and_tokenizer(tmp_path):
+    folder = export_hf(_model(), tmp_path / "hf", eos_id=BYTE_EOS)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["num_hidden_layers"] == 2 and config["tie_word_embeddings"] is False
+    assert (folder / "model.safetensors").stat().st_size > 0
+    assert (folder / "tokenizer.json").is_file()
+
+
+def test_transformers_loads_the_export_with_matching_logits(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="optional extra: pip install .[hf]")
+    model = _model()
+    folder = export_hf(model, tmp_path / "hf", eos_id=BYTE_EOS)
+    hf = transformers.LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    ids = torch.randint(0, 257, (2, 40))
+    with torch.no_grad():
+        ours = model(ids)
+        theirs = hf(ids).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_exported_byte_tokenizer_matches_ours(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="optional extra: pip install .[hf]")
+    folder = export_hf(_model(), tmp_path / "hf", eos_id=BYTE_EOS)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    text = "Vår en dreö — x = 4 * y;\n"
+    assert tokenizer(text)["input_ids"] == ByteTokenizer().encode([text]).tolist()[:-1]
