@@ -1,0 +1,684 @@
+"""Training a language model on one data mixture with PyTorch Lightning.
+
+One function, `train_mixture`, trains one run: the proxies of a RegMix sweep and the final
+models differ only in their `TrainConfig` (preset, tokens, devices, precision). A run
+
+- draws its batches as a pure function of (seed, step), so a resumed run sees the same data;
+- evaluates every validation domain on fixed windows every `eval_every` steps and at the end;
+- checkpoints atomically into its work folder, keyed by a fingerprint of settings, mixture and
+  data, so a killed run resumes where it stopped and a stale checkpoint is never resumed;
+- stops at the first non-finite training loss and reports itself "diverged" instead of failing
+  the job or writing a row of garbage;
+- leaves a copy of its small results in the work folder, so a finished run is re-published,
+  not retrained, if a workflow manager deletes the outputs of a failed multi-run job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.fabric.utilities.warnings import disable_possible_user_warnings
+from lightning.pytorch.plugins.environments import LightningEnvironment
+from torch.utils.data import DataLoader, IterableDataset
+
+from regmix.errors import RegmixError
+from regmix.files import read_table, write_json, write_table
+from regmix.loader import MixedBatches, open_shards, read_sidecar, shard_path, vocab_size
+from regmix.loader import validation_windows as make_validation_windows
+from regmix.mixtures import WEIGHT, check_weights, mixture_domains
+from regmix.model import ModelConfig, Transformer, next_token_loss
+from regmix.runs import STATUS_DIVERGED, STATUS_OK
+
+LOSSES = "losses.parquet"
+RECORD = "run.json"
+CHECKPOINT = "last.ckpt"
+MODEL = "hf"
+"""A kept model's folder (Hugging Face LlamaForCausalLM format) beside a run's results."""
+CHECKPOINT_FORMAT = 1
+"""Bump when the checkpoint contents change meaning, so old checkpoints are not resumed."""
+
+# Lightning's notes that do not apply here: the data order is resumed by step (not by a
+# stateful loader), batches are generated in-process (no workers needed), a diverged step
+# returns None on purpose, and Lightning 2.6 uses a torch pytree API that torch 2.13 deprecates.
+disable_possible_user_warnings()
+for _message in (
+    ".*resuming from a checkpoint that ended before the epoch ended.*",
+    ".*`training_step` returned `None`.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+):
+    warnings.filterwarnings("ignore", message=_message)
+
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one run is trained; the workflow passes its proxy (or final) config section."""
+
+    model: str | dict = "demo_proxy"
+    """A preset name from `regmix presets`, or a mapping of `ModelConfig` shape fields."""
+    seq_len: int = 256
+    """Tokens per training window (the model sees seq_len and predicts the next of each)."""
+    batch_size: int = 16
+    """Windows per optimizer step, over all devices."""
+    micro_batch_size: int | None = None
+    """Windows per forward pass and device; gradients accumulate up to batch_size (None: no
+    accumulation)."""
+    steps: int = 100
+    """Optimizer steps; the run trains on steps × batch_size × seq_len tokens."""
+    lr: float = 4e-4
+    """Peak learning rate (RegMix: 4e-4)."""
+    schedule: str = "constant"
+    """'constant' after warmup (RegMix's proxies) or 'cosine' decay to min_lr (its 1B runs)."""
+    warmup_steps: int = 0
+    """Linear warmup from 0 to lr over this many steps."""
+    min_lr: float = 1e-5
+    """Learning rate at the end of the cosine schedule."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to every parameter as TinyLlama does."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the gradient's global norm to this (0: no clipping)."""
+    eval_every: int = 0
+    """Evaluate every validation domain every this many steps (0: only at the end)."""
+    eval_windows: int = 16
+    """Fixed validation windows per domain (the same for every run)."""
+    checkpoint_every: int = 0
+    """Checkpoint every this many steps into the work folder (0: never)."""
+    seed: int = 0
+    """Seeds the initial weights and the data order; RegMix trains every proxy with one seed."""
+    accelerator: str = "auto"
+    """Lightning accelerator: 'auto' (a GPU when present), 'cpu', 'gpu'."""
+    devices: int | str = 1
+    """Lightning devices: how many GPUs (or CPU processes) train this run."""
+    strategy: str = "auto"
+    """Lightning strategy: 'auto', 'ddp', 'fsdp', ..."""
+    precision: str = "auto"
+    """'auto': bf16-mixed on a GPU that supports it, else 32-true (fp32 on CPU)."""
+    compile: bool = False
+    """torch.compile the model (faster steps, tens of seconds of compilation per process)."""
+
+    def __post_init__(self) -> None:
+        positive = ("seq_len", "batch_size", "steps", "eval_windows")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise RegmixError(
+                    f"train.{name}: must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise RegmixError(
+                    f"train.{name}: must be an integer >= 0, got {getattr(self, name)!r}"
+                )
+        if self.micro_batch_size is not None and (
+            self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
+        ):
+            raise RegmixError(
+                f"train.micro_batch_size: must divide batch_size ({self.batch_size}), "
+                f"got {self.micro_batch_size}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise RegmixError(f"train.schedule: expected one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise RegmixError(f"train.precision: expected one of {', '.join(PRECISIONS)}")
+        if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
+            raise RegmixError("train: need lr > 0 and 0 <= min_lr <= lr")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise RegmixError("train: beta1 and beta2 must be in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise RegmixError("train: weight_decay and grad_clip must be >= 0")
+        if not isinstance(self.model, str | dict):
+            raise RegmixError("train.model: expected a preset name or a mapping of shape fields")
+        self.model_config(vocab=1)  # a bad preset name or shape fails now, not after loading
+
+    def model_config(self, vocab: int) -> ModelConfig:
+        """The model to build for a vocabulary of `vocab` tokens."""
+        if isinstance(self.model, str):
+            return ModelConfig.from_preset(self.model, vocab, max_seq_len=self.seq_len)
+        shape = dict(self.model)
+        unknown = sorted(set(shape) - set(ModelConfig.__dataclass_fields__) - {"vocab_size"})
+        if unknown:
+            raise RegmixError(f"train.model: unknown key {unknown[0]!r}")
+        shape.update(vocab_size=vocab, max_seq_len=self.seq_len)
+        try:
+            return ModelConfig(**shape)
+        except TypeError as exc:
+            raise RegmixError(f"train.model: {exc}") from exc
+
+    def fingerprint(self) -> str:
+        """Hash of every setting: equal fingerprints train identically."""
+        return _digest(asdict(self))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Learning rate at optimizer step `step` as a fraction of the peak (RegMix's `get_lr`)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.min_lr / config.lr
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - floor)
+
+
+class StepBatches(IterableDataset):
+    """The batches of steps first..last-1, this process's share, cut into micro-batches.
+
+    Lightning restarts a dataloader from its beginning after a resume; starting at the
+    restored step makes the data order a function of (seed, step) across restarts.
+    """
+
+    def __init__(
+        self,
+        batches: Callable[[int], torch.Tensor],
+        first: int,
+        last: int,
+        rank: int = 0,
+        world_size: int = 1,
+        micro_batch_size: int | None = None,
+    ) -> None:
+        self.batches, self.first, self.last = batches, first, last
+        self.rank, self.world_size = rank, world_size
+        self.micro_batch_size = micro_batch_size
+
+    def __iter__(self):
+        for step in range(self.first, self.last):
+            share = self.batches(step)[self.rank :: self.world_size]
+            if self.micro_batch_size is None:
+                yield share
+            else:
+                yield from share.split(self.micro_batch_size)
+
+
+class LanguageModeling(L.LightningModule):
+    """Next-token prediction on mixed-domain batches, AdamW with RegMix's schedule."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        batches: Callable[[int], torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.model_config = model_config
+        self.config = config
+        self.batches = batches
+        self.model: torch.nn.Module | None = None
+        self.diverged_at: int | None = None
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        torch.manual_seed(self.config.seed)
+        self.model = Transformer(self.model_config)
+        if self.config.compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        loss = next_token_loss(self.model, batch)
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            # Returning None skips the backward pass and the update; stop here.
+            self.diverged_at = self.global_step
+            self.trainer.should_stop = True
+            return None
+        return loss
+
+    def configure_optimizers(self):
+        config = self.config
+        optimizer = torch.optim.AdamW(
+            self.parameters(),
+            lr=config.lr,
+            betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, config)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        micro = self.config.micro_batch_size
+        if self.config.batch_size % trainer.world_size:
+            raise RegmixError(
+                f"train.batch_size: {self.config.batch_size} windows do not split evenly over "
+                f"{trainer.world_size} devices"
+            )
+        per_device = self.config.batch_size // trainer.world_size
+        dataset = StepBatches(
+            self.batches,
+            first=trainer.global_step,
+            last=self.config.steps,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            micro_batch_size=micro if micro is not None and micro < per_device else None,
+        )
+        return DataLoader(
+            dataset, batch_size=None, pin_memory=trainer.strategy.root_device.type == "cuda"
+        )
+
+
+@torch.no_grad()
+def validation_losses(
+    model: torch.nn.Module, windows: Mapping[str, torch.Tensor], batch_size: int
+) -> dict[str, float]:
+    """Mean next-token loss per domain over its fixed windows."""
+    device = next(model.parameters()).device
+    losses = {}
+    for domain, block in windows.items():
+        total, count = 0.0, 0
+        for chunk in block.split(batch_size):
+            chunk = chunk.to(device)
+            logits = model(chunk[:, :-1])
+            targets = chunk[:, 1:].reshape(-1)
+            flat = logits.reshape(-1, logits.size(-1)).float()
+            total += float(F.cross_entropy(flat, targets, reduction="sum"))
+            count += targets.numel()
+        losses[domain] = total / count
+    return losses
+
+
+class RunProgress(L.Callback):
+    """Evaluates, checkpoints and clocks a run at optimizer-step boundaries.
+
+    Its state (the evaluations so far and the training seconds) rides in the checkpoint, so a
+    resumed run ends with the same loss table as one that was never interrupted. Evaluation
+    and checkpoint time are kept out of the training seconds.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        windows: Mapping[str, torch.Tensor],
+        checkpoint: Path | None,
+    ) -> None:
+        self.config = config
+        self.windows = windows
+        self.checkpoint = checkpoint
+        self.evaluations: list[dict] = []
+        self.train_seconds = 0.0
+        self.resumed_from_step: int | None = None
+        self._mark = 0.0
+
+    def state_dict(self) -> dict:
+        return {"evaluations": self.evaluations, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.evaluations = list(state_dict["evaluations"])
+        self.train_seconds = float(state_dict["train_seconds"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0:
+            self.resumed_from_step = trainer.global_step
+        self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        self.train_seconds += time.perf_counter() - self._mark
+        step = trainer.global_step
+        if pl_module.diverged_at is None:
+            if step == self.config.steps or (
+                self.config.eval_every and step % self.config.eval_every == 0
+            ):
+                self.evaluate(trainer, pl_module, step)
+            every = self.config.checkpoint_every
+            if (
+                self.checkpoint is not None
+                and every
+                and step % every == 0
+                and step < self.config.steps
+            ):
+                self.save(trainer)
+        self._mark = time.perf_counter()
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        pl_module.eval()
+        with trainer.precision_plugin.forward_context():
+            losses = validation_losses(pl_module.model, self.windows, self.eval_batch_size)
+        pl_module.train()
+        self.evaluations.append({"step": step, "losses": losses})
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.config.micro_batch_size or self.config.batch_size
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write the checkpoint beside its final name and rename it: a kill never truncates it."""
+        partial = self.checkpoint.with_name(self.checkpoint.name + ".partial")
+        trainer.save_checkpoint(partial)  # collective; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(partial, self.checkpoint)
+        trainer.strategy.barrier("regmix checkpoint rename")
+
+
+# --- one run, end to end --------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What one run produced: its loss table and its record (run.json)."""
+
+    losses: pd.DataFrame
+    record: dict = field(default_factory=dict)
+    reused: bool = False
+    """True when the run had finished before and its kept results were returned."""
+    folder: Path | None = None
+    """The work folder holding the kept results (and the exported model, if kept)."""
+    is_global_zero: bool = True
+    """False in the other processes of a multi-device run: only rank 0 writes outputs."""
+
+
+def data_fingerprint(
+    data_dir: str | os.PathLike, train: Sequence[str], valid: Sequence[str]
+) -> str:
+    """Hash of the shards' sidecars (token counts, dtype, tokenizer) that a run reads."""
+    sidecars = {
+        f"{split}/{domain}": read_sidecar(shard_path(data_dir, split, domain))
+        for split, domains in (("train", train), ("valid", valid))
+        for domain in domains
+    }
+    return _digest(sidecars)
+
+
+def _digest(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def precision_for(config: TrainConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Trainer:
+    """A Trainer with the per-step costs we do not use (progress bar, logger, summary) off."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    single = config.devices in (1, "1") and config.strategy == "auto"
+    precision = precision_for(config)
+    if precision != "32-true":
+        torch.set_float32_matmul_precision("high")
+    per_device = config.batch_size // (1 if single else _device_count(config))
+    micro = config.micro_batch_size or per_device
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=precision,
+        max_steps=config.steps,
+        accumulate_grad_batches=max(1, per_device // micro),
+        gradient_clip_val=config.grad_clip or None,
+        callbacks=list(callbacks),
+        # A single-process run ignores SLURM's variables instead of misreading its job layout.
+        plugins=[LightningEnvironment()] if single else None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+
+
+def _device_count(config: TrainConfig) -> int:
+    if isinstance(config.devices, int):
+        return config.devices
+    if str(config.devices).isdigit():
+        return int(config.devices)
+    return max(1, torch.cuda.device_count())
+
+
+def describe_device(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{trainer.world_size} × {name} ({trainer.precision})"
+    return f"cpu, {torch.get_num_threads()} thread(s) × {trainer.world_size} ({trainer.precision})"
+
+
+def loss_table(run: str, evaluations: list[dict], tokens_per_step: int) -> pd.DataFrame:
+    """Long-format losses: one row per (evaluation step, validation domain)."""
+    rows = [
+        (run, e["step"], e["step"] * tokens_per_step, domain, loss)
+        for e in evaluations
+        for domain, loss in e["losses"].items()
+    ]
+    table = pd.DataFrame(rows, columns=["run", "step", "tokens", "domain", "loss"])
+    return table.astype({"step": "int64", "tokens": "int64", "loss": "float64"})
+
+
+def train_mixture(
+    data_dir: str | os.PathLike,
+    run: str,
+    weights: Mapping[str, float],
+    config: TrainConfig,
+    work_dir: str | os.PathLike,
+    callbacks: Sequence[L.Callback] = (),
+    keep_model: bool = False,
+) -> RunResult:
+    """Train one run on one mixture, resuming from its checkpoint in `work_dir` if it has one.
+
+    `work_dir` is the run's own folder; its results are kept there under the run's
+    fingerprint (`<work_dir>/<fingerprint>/`), and a finished run returns them without
+    training again. With `keep_model` the trained model is kept too, exported for Hugging
+    Face (proxies are only measured; final models are used).
+    """
+    started = time.perf_counter()
+    valid = open_shards(data_dir, "valid")
+    train = open_shards(data_dir, "train", list(weights))
+    vocab = vocab_size(data_dir)
+    model_config = config.model_config(vocab)
+    fingerprint = _digest(
+        {
+            "settings": config.fingerprint(),
+            "mixture": {d: round(float(w), 12) for d, w in sorted(weights.items())},
+            "data": data_fingerprint(data_dir, list(train), list(valid)),
+            "format": CHECKPOINT_FORMAT,
+            "keep_model": keep_model,
+        }
+    )
+    folder = Path(work_dir) / fingerprint
+    finished = load_result(folder)
+    if finished is not None:
+        return finished
+    _remove_stale(Path(work_dir), keep=folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    batches = MixedBatches(train, weights, config.batch_size, config.seq_len, config.seed)
+    windows = make_validation_windows(valid, config.seq_len, config.eval_windows)
+    checkpoint = folder / CHECKPOINT
+    progress = RunProgress(config, windows, checkpoint if config.checkpoint_every else None)
+    module = LanguageModeling(model_config, config, batches)
+    trainer = build_trainer(config, [progress, *callbacks])
+    resume = checkpoint if checkpoint.is_file() else None
+    trainer.fit(module, ckpt_path=resume)
+
+    losses = loss_table(run, progress.evaluations, config.tokens_per_step)
+    finite = bool(np.isfinite(losses["loss"]).all())
+    diverged = module.diverged_at is not None or not finite
+    if not diverged and trainer.global_step != config.steps:
+        raise RegmixError(
+            f"run {run}: training stopped at step {trainer.global_step} of {config.steps}"
+        )
+    steps = module.diverged_at if module.diverged_at is not None else trainer.global_step
+    record = {
+        "run": run,
+        "status": STATUS_DIVERGED if diverged else STATUS_OK,
+        "steps": int(steps),
+        "tokens": int(steps) * config.tokens_per_step,
+        "params": model_config.non_embedding_params,
+        "params_total": model_config.total_params,
+        "tokens_per_s": round(steps * config.tokens_per_step / progress.train_seconds, 1)
+        if progress.train_seconds > 0
+        else None,
+        "train_seconds": round(progress.train_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "resumed_from_step": progress.resumed_from_step,
+        "device": describe_device(trainer),
+        "seed": config.seed,
+        "settings_fingerprint": config.fingerprint(),
+        "fingerprint": fingerprint,
+        "weights": {d: float(w) for d, w in weights.items()},
+        "settings": asdict(config),
+    }
+    result = RunResult(losses, record, folder=folder, is_global_zero=trainer.is_global_zero)
+    if trainer.is_global_zero:
+        if keep_model:
+            export_model(module.model, data_dir, folder / MODEL)
+        save_result(result, folder)
+        checkpoint.unlink(missing_ok=True)  # the results are kept; the heavy state is not
+    return result
+
+
+def _remove_stale(run_work_dir: Path, keep: Path) -> None:
+    """Drop checkpoints and results of this run trained under other settings, mixture or data."""
+    if not run_work_dir.is_dir():
+        return
+    for child in run_work_dir.iterdir():
+        if child != keep and child.is_dir():
+            shutil.rmtree(child)
+
+
+def save_result(result: RunResult, folder: str | os.PathLike) -> None:
+    folder = Path(folder)
+    write_table(result.losses, folder / LOSSES)
+    write_json(result.record, folder / RECORD)  # written last: its presence marks "finished"
+
+
+def load_result(folder: str | os.PathLike) -> RunResult | None:
+    """A finished run's results, or None if the run has not finished."""
+    folder = Path(folder)
+    if not (folder / RECORD).is_file() or not (folder / LOSSES).is_file():
+        return None
+    record = json.loads((folder / RECORD).read_text())
+    return RunResult(read_table(folder / LOSSES), record, reused=True, folder=folder)
+
+
+def export_model(model: torch.nn.Module, data_dir: str | os.PathLike, folder: Path) -> None:
+    """Export for Hugging Face with the data's tokenizer (its tokenizer.json, or bytes)."""
+    from regmix.export import export_hf
+
+    eos_id = read_sidecar(next((Path(data_dir) / "train").glob("*.bin")))["eos_id"]
+    tokenizer = Path(data_dir) / "tokenizer.json"
+    model = getattr(model, "_orig_mod", model)  # an in-place compiled model keeps its names
+    export_hf(model, folder, eos_id, tokenizer if tokenizer.is_file() else None)
+
+
+def publish(result: RunResult, out_dir: str | os.PathLike) -> None:
+    """Write a run's declared outputs (`<out_dir>/losses.parquet`, `run.json`, and the kept
+    model in `<out_dir>/hf/`) atomically: the model folder is copied aside and renamed."""
+    out_dir = Path(out_dir)
+    kept = result.folder / MODEL if result.folder is not None else None
+    if kept is not None and kept.is_dir():
+        staging = out_dir / f".{MODEL}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(kept, staging)
+        shutil.rmtree(out_dir / MODEL, ignore_errors=True)
+        os.replace(staging, out_dir / MODEL)
+    save_result(result, out_dir)
+
+
+# --- a job of several proxies ---------------------------------------------------------------
+
+
+def read_mixture_weights(mixtures_path: str | os.PathLike, runs: Sequence[str]) -> dict[str, dict]:
+    """Each requested run's mixture, {run: {domain: weight}}, from a mixture table."""
+    table = read_table(mixtures_path, ["run"])
+    check_weights(table, str(mixtures_path))
+    table = table.set_index(table["run"].astype(str))
+    missing = [r for r in runs if r not in table.index]
+    if missing:
+        raise RegmixError(f"{mixtures_path}: no run named {missing[0]!r}")
+    domains = mixture_domains(table)
+    return {run: {d: float(table.at[run, WEIGHT + d]) for d in domains} for run in runs}
+
+
+def train_proxies(
+    data_dir: str | os.PathLike,
+    mixtures_path: str | os.PathLike,
+    runs: Sequence[str],
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    callbacks: Sequence[L.Callback] = (),
+) -> list[RunResult]:
+    """Train several runs back to back in this process (RegMix's proxies, `proxies_per_job`).
+
+    One process pays the imports and first-step costs once for all of them. A diverged run is
+    recorded and the job goes on with the next.
+    """
+    if len(set(runs)) != len(runs):
+        raise RegmixError("--runs: a run is listed twice")
+    mixtures = read_mixture_weights(mixtures_path, runs)
+    results = []
+    for run in runs:
+        result = train_mixture(
+            data_dir, run, mixtures[run], config, Path(work_dir) / run, callbacks
+        )
+        if result.is_global_zero:
+            publish(result, Path(out_dir) / run)
+            print(summary_line(result), file=sys.stderr, flush=True)
+        results.append(result)
+    return results
+
+
+def train_final(
+    data_dir: str | os.PathLike,
+    mixtures_path: str | os.PathLike,
+    run: str,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+) -> RunResult:
+    """Train one final model on its mixture and publish its losses, record and HF export."""
+    weights = read_mixture_weights(mixtures_path, [run])[run]
+    result = train_mixture(data_dir, run, weights, config, Path(work_dir) / run, keep_model=True)
+    if result.is_global_zero:
+        publish(result, Path(out_dir) / run)
+        print(summary_line(result), file=sys.stderr, flush=True)
+    return result
+
+
+def summary_line(result: RunResult) -> str:
+    r = result.record
+    if result.reused:
+        return f"{r['run']}: {r['status']}, finished earlier; results re-published"
+    speed = f"{r['tokens_per_s']:,.0f} tokens/s" if r.get("tokens_per_s") else "no steps"
+    return (
+        f"{r['run']}: {r['status']}, {r['steps']} steps, {r['tokens']:,} tokens, {speed}, "
+        f"{r['wall_seconds']:.1f} s"
+    )
