@@ -1,0 +1,68 @@
+# Regression from mixture weights to the target loss, then the simulated optimum.
+# Their plots are drawn by the report stage, so restyling a figure re-runs no fit.
+
+
+rule fit:
+    input:
+        runs="results/proxy/runs.parquet",
+    output:
+        model="results/regression/{model}/model.joblib",
+        spec="results/regression/{model}/model.json",
+        train="results/regression/{model}/train.parquet",
+        cv="results/regression/{model}/cv.parquet",
+        metrics="results/regression/{model}/metrics.json",
+    params:
+        target=config["target"],
+        folds=config["regression"]["folds"],
+        seed=config["regression"]["seed"],
+        out=output_folder,
+        code=source_hash("regression", "runs", "mixtures"),
+    log:
+        "logs/regression/{model}.log",
+    benchmark:
+        "results/benchmarks/regression/{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix fit --runs {input.runs} --target {params.target:q} --model {wildcards.model}"
+        " --folds {params.folds} --seed {params.seed} --threads {threads} --out {params.out}"
+        " > {log} 2>&1"
+
+
+rule simulate:
+    input:
+        model=f"results/regression/{config['regression']['model']}/model.joblib",
+        stats=f"{DATA}/stats.parquet",
+    output:
+        mixture="results/optimal/mixture.yaml",
+        top="results/optimal/top.parquet",
+    params:
+        model=input_model_folder,
+        final_tokens=final_tokens(),
+        sampler=as_json(sampler_settings()),
+        candidates=config["simulation"]["candidates"],
+        top_k=config["simulation"]["top_k"],
+        seed=config["simulation"]["seed"],
+        bootstrap=config["simulation"]["bootstrap"],
+        guard="" if config["simulation"]["guard"] else "--no-guard",
+        code=source_hash("simulate", "regression", "mixtures", "runs", "stats"),
+    log:
+        "logs/simulate.log",
+    benchmark:
+        "results/benchmarks/simulate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix simulate --model {params.model} --stats {input.stats}"
+        " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
+        " --candidates {params.candidates} --top-k {params.top_k} --seed {params.seed}"
+        " --bootstrap {params.bootstrap} {params.guard} --threads {threads}"
+        " --out {output.mixture} --top-out {output.top} > {log} 2>&1"

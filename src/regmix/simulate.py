@@ -1,0 +1,464 @@
+"""Find the optimal mixture: score many candidate mixtures with a fitted regressor and average
+the best (RegMix's simulation), with the safeguards RegMix's own simulation lacked.
+
+- Candidates come from the proxy sampler (Dirichlet around the sharpened token prior) and obey
+  the same per-domain caps: at the final token budget no domain repeats more than
+  `max_epochs` times.
+- Extrapolation guard: a regressor is only trusted where proxy runs were trained. A
+  candidate is inside that support when no domain exceeds the largest weight any run gave it
+  and its Hellinger distance to the nearest run is at most `radius`, the `support_quantile`
+  quantile of each run's distance to its own nearest neighbour. With the guard on, only such
+  candidates compete; either way the result reports how far the optimum and the unguarded
+  optimum lie from the runs.
+- Stability: the model is refitted on bootstrap resamples of the runs, each refit picks its
+  own optimum from the same candidates, and the spread of those optima is reported.
+
+Candidates are drawn, filtered and scored in fixed-size chunks across threads, each chunk with
+its own seed, so memory stays bounded and the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regmix.errors import RegmixError
+from regmix.files import write_table, write_yaml
+from regmix.mixtures import (
+    SamplerConfig,
+    dirichlet_draws,
+    domain_caps,
+    drop_small_weights,
+    mixture_table,
+    regmix_yaml,
+    sharpened_prior,
+    token_prior,
+    within_caps,
+)
+from regmix.regression import (
+    KERNEL_BLOCK,
+    FittedModel,
+    Regressor,
+    available_threads,
+    domain_mismatch,
+    load_model,
+    parallel,
+    predict_weights,
+    squared_distances,
+)
+from regmix.stats import read_stats, train_tokens, valid_domains
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How many candidates are scored, how the optimum is formed and how it is checked."""
+
+    candidates: int = 1_000_000
+    """Mixtures drawn from the sampler (before caps); the paper scores 1M."""
+    top_k: int = 100
+    """The optimum is the mean of the k best-predicted candidates (paper: 100)."""
+    seed: int = 0
+    """Seed of the candidate draws and the bootstrap resamples."""
+    guard: bool = True
+    """Let only candidates inside the proxy runs' support compete."""
+    support_quantile: float = 1.0
+    """The support radius is this quantile of the runs' nearest-neighbour distances."""
+    bootstrap: int = 5
+    """Bootstrap refits used to measure how much the optimum moves (0 skips it)."""
+    chunk: int = 65_536
+    """Candidates drawn and scored together; bounds memory per thread."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise RegmixError("simulate.top_k: must be >= 1")
+        if self.candidates < self.top_k:
+            raise RegmixError("simulate.candidates: must be >= top_k")
+        if not 0 < self.support_quantile <= 1:
+            raise RegmixError("simulate.support_quantile: must be in (0, 1]")
+        if self.bootstrap < 0:
+            raise RegmixError("simulate.bootstrap: must be >= 0")
+        if self.chunk < 1:
+            raise RegmixError("simulate.chunk: must be >= 1")
+
+
+# --- the support of the proxy runs ----------------------------------------------------------
+
+
+def nearest_distance(
+    weights: np.ndarray, runs: np.ndarray, exclude_self: bool = False, block: int | None = None
+) -> np.ndarray:
+    """Hellinger distance from each mixture to its nearest run (0 = same mixture, 1 = disjoint).
+
+    With `exclude_self`, `weights` must be `runs` and each run's own row is skipped.
+    """
+    a, b = np.sqrt(weights), np.sqrt(runs)
+    block = block or max(256, KERNEL_BLOCK // len(b))
+    out = np.empty(len(a))
+    for start in range(0, len(a), block):
+        d2 = squared_distances(a[start : start + block], b)
+        if exclude_self:
+            rows = np.arange(len(d2))
+            d2[rows, start + rows] = np.inf
+        out[start : start + block] = np.sqrt(d2.min(axis=1) / 2.0)
+    return out
+
+
+@dataclass
+class Support:
+    """The region of the simplex that the proxy runs cover."""
+
+    runs: np.ndarray
+    """Weights of the runs the model was fitted on (runs × domains)."""
+    max_weight: np.ndarray
+    """The largest weight any run gave each domain."""
+    radius: float
+    """Largest Hellinger distance to the nearest run that still counts as covered."""
+
+    @classmethod
+    def of_runs(cls, runs: np.ndarray, quantile: float) -> Support:
+        if len(runs) < 2:
+            raise RegmixError("simulate: the support guard needs at least 2 runs")
+        spacing = nearest_distance(runs, runs, exclude_self=True)
+        return cls(runs, runs.max(axis=0), float(np.quantile(spacing, quantile)))
+
+    def beyond_runs(self, weights: np.ndarray) -> np.ndarray:
+        """Rows × domains mask: weight above anything a run used (1e-9 absorbs rounding)."""
+        return weights > self.max_weight + 1e-9
+
+    def contains(self, weights: np.ndarray) -> np.ndarray:
+        inside = ~self.beyond_runs(weights).any(axis=1)
+        if inside.any():
+            inside[inside] = nearest_distance(weights[inside], self.runs) <= self.radius
+        return inside
+
+
+# --- streaming top-k ------------------------------------------------------------------------
+
+
+@dataclass
+class TopK:
+    """The k lowest predictions seen so far and their mixtures."""
+
+    k: int
+    predictions: np.ndarray = field(default_factory=lambda: np.empty(0))
+    weights: np.ndarray | None = None
+
+    def offer(self, predictions: np.ndarray, weights: np.ndarray) -> None:
+        if self.weights is not None:
+            predictions = np.concatenate([self.predictions, predictions])
+            weights = np.concatenate([self.weights, weights])
+        best = np.argsort(predictions, kind="stable")[: self.k]
+        self.predictions, self.weights = predictions[best], weights[best]
+
+    def merge(self, other: TopK) -> None:
+        if other.weights is not None:
+            self.offer(other.predictions, other.weights)
+
+    def mean(self) -> np.ndarray:
+        """RegMix's optimum: the average of the top-k mixtures (still on the simplex)."""
+        if self.weights is None or len(self.weights) == 0:
+            raise RegmixError(
+                "simulate: no candidate is within the caps and the proxy runs' support; raise "
+                "--candidates or --max-epochs, or pass --no-guard"
+            )
+        mean = self.weights.mean(axis=0)
+        return mean / mean.sum()
+
+
+@dataclass
+class ChunkResult:
+    drawn: int
+    within_caps: int
+    inside: int
+    best: TopK
+    """Top-k of the main model among the competing candidates."""
+    unguarded: TopK
+    """Top-k of the main model among all candidates within the caps."""
+    bootstrap: list[TopK]
+
+
+@dataclass
+class Candidates:
+    """How candidates are drawn: the sampler around the prior, then the caps."""
+
+    centre: np.ndarray
+    caps: np.ndarray
+    sampler: SamplerConfig
+    total: int
+    chunk: int
+    seed: int
+
+    def sizes(self) -> list[int]:
+        full, rest = divmod(self.total, self.chunk)
+        return [self.chunk] * full + ([rest] if rest else [])
+
+    def draw(self, index: int, size: int) -> np.ndarray:
+        """Chunk `index`: the same draws whatever the thread count or chunk order."""
+        rng = np.random.default_rng([self.seed, index])
+        draws = dirichlet_draws(self.centre, size, self.sampler.strengths(), rng)
+        return drop_small_weights(draws, self.sampler.min_weight)
+
+
+def _score_chunk(
+    candidates: Candidates,
+    index: int,
+    size: int,
+    model: Regressor,
+    refits: list[Regressor],
+    support: Support,
+    config: SimulationConfig,
+) -> ChunkResult:
+    weights = candidates.draw(index, size)
+    weights = weights[within_caps(weights, candidates.caps)]
+    inside = support.contains(weights)
+    predictions = predict_weights(model, weights)
+    unguarded = TopK(config.top_k)
+    unguarded.offer(predictions, weights)
+    competing = inside if config.guard else np.ones(len(weights), dtype=bool)
+    best = TopK(config.top_k)
+    best.offer(predictions[competing], weights[competing])
+    tops = []
+    for refit in refits:
+        top = TopK(config.top_k)
+        top.offer(predict_weights(refit, weights[competing]), weights[competing])
+        tops.append(top)
+    return ChunkResult(size, len(weights), int(inside.sum()), best, unguarded, tops)
+
+
+def bootstrap_refits(model: FittedModel, count: int, seed: int, threads: int) -> list[Regressor]:
+    """Refit the model on `count` bootstrap resamples of its runs."""
+    if count == 0:
+        return []
+    weights, target = model.train_weights, model.train["target"].to_numpy(dtype=float)
+    rng = np.random.default_rng([seed, 1])
+    samples = [rng.integers(len(target), size=len(target)) for _ in range(count)]
+
+    def refit(rows: np.ndarray) -> Regressor:
+        return model.regressor.warm_unfitted().fit(weights[rows], target[rows])
+
+    if threads <= 1:
+        return [refit(rows) for rows in samples]
+    with parallel(threads) as pool:
+        return list(pool.map(refit, samples))
+
+
+# --- the simulation -------------------------------------------------------------------------
+
+
+def _domain_series(stats_path: str | os.PathLike, domains: list[str]) -> pd.Series:
+    """Train tokens per domain in the model's domain order; the domain sets must match."""
+    tokens = train_tokens(read_stats(stats_path))
+    mismatch = domain_mismatch(list(tokens.index), domains)
+    if mismatch:
+        raise RegmixError(f"{stats_path}: training domains differ from the model's ({mismatch})")
+    return tokens.reindex(domains)
+
+
+def _tv(a: np.ndarray, b: np.ndarray) -> float:
+    """Total-variation distance between two mixtures: the share of tokens that moves."""
+    return float(0.5 * np.abs(a - b).sum())
+
+
+def _rounded(values: dict[str, float] | pd.Series, digits: int = 6) -> dict[str, float]:
+    return {str(k): round(float(v), digits) for k, v in dict(values).items()}
+
+
+@dataclass
+class Simulation:
+    """The optimum and everything reported about it."""
+
+    domains: list[str]
+    optimum: np.ndarray
+    predicted_loss: float
+    top: pd.DataFrame
+    """The top-k candidates: run, weight.<domain>..., prediction, nearest_run, inside_support."""
+    prior: pd.Series
+    report: dict[str, Any]
+    spread: pd.Series | None
+    """Per-domain standard deviation of the bootstrap optima (None without bootstrap)."""
+
+
+def simulate(
+    model_dir: str | os.PathLike,
+    stats_path: str | os.PathLike,
+    final_tokens: float,
+    config: SimulationConfig | None = None,
+    sampler: SamplerConfig | None = None,
+    threads: int | None = None,
+) -> Simulation:
+    """Score candidates with the fitted model and return the averaged top-k optimum."""
+    config = config or SimulationConfig()
+    sampler = sampler or SamplerConfig()
+    threads = threads or available_threads()
+    model = load_model(model_dir)
+    domains = model.domains
+    tokens = _domain_series(stats_path, domains)
+    prior = token_prior(tokens).reindex(domains)
+    caps = domain_caps(tokens, final_tokens, sampler.max_epochs).reindex(domains)
+    candidates = Candidates(
+        centre=sharpened_prior(prior.to_numpy(), sampler.temperature),
+        caps=caps.to_numpy(),
+        sampler=sampler,
+        total=config.candidates,
+        chunk=config.chunk,
+        seed=config.seed,
+    )
+    support = Support.of_runs(model.train_weights, config.support_quantile)
+    refits = bootstrap_refits(model, config.bootstrap, config.seed, threads)
+
+    def score(job: tuple[int, int]) -> ChunkResult:
+        index, size = job
+        return _score_chunk(candidates, index, size, model.regressor, refits, support, config)
+
+    jobs = list(enumerate(candidates.sizes()))
+    if threads <= 1:
+        results = [score(job) for job in jobs]
+    else:
+        with parallel(threads) as pool:
+            results = list(pool.map(score, jobs))
+
+    best, unguarded = TopK(config.top_k), TopK(config.top_k)
+    boot = [TopK(config.top_k) for _ in refits]
+    for result in results:
+        best.merge(result.best)
+        unguarded.merge(result.unguarded)
+        for total, part in zip(boot, result.bootstrap, strict=True):
+            total.merge(part)
+
+    optimum = best.mean()
+    predicted = float(model.regressor.predict(optimum[None, :])[0])
+    counts = {
+        "drawn": sum(r.drawn for r in results),
+        "within_caps": sum(r.within_caps for r in results),
+        "inside_support": sum(r.inside for r in results),
+    }
+    report = {
+        "predicted_loss": round(predicted, 6),
+        "target": model.spec["target"],
+        "model": model.spec["model"],
+        "top_k_mean_prediction": round(float(best.predictions.mean()), 6),
+        "best_run_loss": round(float(model.train["target"].min()), 6),
+        "best_run": str(model.train["run"].iloc[int(model.train["target"].argmin())]),
+        "candidates": {**counts, "top_k": config.top_k, "seed": config.seed},
+        "caps": {
+            "final_tokens": float(final_tokens),
+            "max_epochs": sampler.max_epochs,
+            "max_weight": _rounded(caps),
+        },
+        "support": _support_report(model, support, config, optimum, unguarded, predicted),
+    }
+    spread = None
+    if refits:
+        optima = np.stack([top.mean() for top in boot])
+        shifts = [_tv(o, optimum) for o in optima]
+        spread = pd.Series(optima.std(axis=0), index=domains)
+        report["stability"] = {
+            "bootstrap_refits": len(refits),
+            "mean_tv_shift": round(float(np.mean(shifts)), 6),
+            "max_tv_shift": round(float(np.max(shifts)), 6),
+            "weight_std": _rounded(spread),
+            "refit_predicted_loss": [
+                round(float(r.predict(o[None, :])[0]), 6)
+                for r, o in zip(refits, optima, strict=True)
+            ],
+        }
+    top = mixture_table(
+        [f"top{i + 1:04d}" for i in range(len(best.predictions))], domains, best.weights
+    )
+    top["prediction"] = best.predictions
+    top["nearest_run"] = nearest_distance(best.weights, support.runs)
+    top["inside_support"] = support.contains(best.weights)
+    return Simulation(domains, optimum, predicted, top, prior, report, spread)
+
+
+def _support_report(
+    model: FittedModel,
+    support: Support,
+    config: SimulationConfig,
+    optimum: np.ndarray,
+    unguarded: TopK,
+    predicted: float,
+) -> dict[str, Any]:
+    """How far the optimum (and the optimum without the guard) lies from the proxy runs."""
+    domains = model.domains
+
+    def where(weights: np.ndarray) -> dict[str, Any]:
+        distance = float(nearest_distance(weights[None, :], support.runs)[0])
+        beyond = support.beyond_runs(weights[None, :])[0]
+        return {
+            "nearest_run": round(distance, 6),
+            "radius_ratio": round(distance / support.radius, 4) if support.radius else None,
+            "beyond_runs": {
+                d: [round(float(w), 6), round(float(m), 6)]
+                for d, w, m, b in zip(domains, weights, support.max_weight, beyond, strict=True)
+                if b
+            },
+        }
+
+    free = unguarded.mean()
+    free_loss = float(model.regressor.predict(free[None, :])[0])
+    largest = int(np.argmax(free))
+    return {
+        "guard": config.guard,
+        "radius": round(support.radius, 6),
+        "quantile": config.support_quantile,
+        "optimum": where(optimum),
+        "unguarded": {
+            "predicted_loss": round(free_loss, 6),
+            "top_k_outside": int((~support.contains(unguarded.weights)).sum()),
+            "tv_shift": round(_tv(free, optimum), 6),
+            "largest_weight": {domains[largest]: round(float(free[largest]), 6)},
+            **where(free),
+        },
+    }
+
+
+def outside_support(report: dict[str, Any]) -> bool:
+    """Whether the reported optimum lies beyond what the proxy runs cover."""
+    where = report["support"]["optimum"]
+    return bool(where["beyond_runs"]) or (where["radius_ratio"] or 0) > 1
+
+
+def write_simulation(
+    simulation: Simulation,
+    stats_path: str | os.PathLike,
+    out: str | os.PathLike,
+    top_out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Write mixture.yaml (RegMix's shape plus the report) and optionally the top-k table."""
+    weights = pd.Series(simulation.optimum, index=simulation.domains)
+    document = {**regmix_yaml(weights, valid_domains(read_stats(stats_path))), **simulation.report}
+    if top_out is not None:
+        write_table(simulation.top, top_out)
+    write_yaml(document, out)
+    return document
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One stderr line a person reads after `regmix simulate`."""
+    where = report["support"]["optimum"]
+    line = (
+        f"regmix simulate: predicted {report['target']} loss {report['predicted_loss']:.4f} "
+        f"(best proxy run {report['best_run_loss']:.4f}); optimum at {where['nearest_run']:.3f} "
+        f"from the nearest run ({where['radius_ratio']}× the support radius)"
+    )
+    if "stability" in report:
+        line += f"; bootstrap TV shift {report['stability']['mean_tv_shift']:.3f}"
+    return line
+
+
+def warn_if_outside(report: dict[str, Any]) -> None:
+    if outside_support(report):
+        where = report["support"]["optimum"]
+        print(
+            "regmix simulate: warning: the optimum lies outside the proxy runs' support "
+            f"(distance {where['radius_ratio']}× the radius; domains beyond any run: "
+            f"{', '.join(where['beyond_runs']) or 'none'}); its predicted loss is an "
+            "extrapolation",
+            file=sys.stderr,
+        )
