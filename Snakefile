@@ -12,9 +12,20 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/mixtures.smk"
+include: "rules/proxy.smk"
+include: "rules/regression.smk"
+include: "rules/final.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
         get_final_output(),
     default_target: True
+
+
+onsuccess:
+    print(
+        "\nRegMix finished. Summary: results/final/summary.md; figures: results/report/; "
+        "HTML report: snakemake --report report.html"
+    )

@@ -3,9 +3,12 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from regmix.mixtures import run_names
 
 
 def validate_config():
@@ -27,7 +30,8 @@ validate_config()
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9_]+",
+    model=r"[a-z]+",
+    name=r"[A-Za-z0-9_]+",
 
 
 SRC = Path(workflow.basedir) / "src" / "regmix"
@@ -75,6 +79,62 @@ def stats_folder(wildcards, output):
     return str(Path(output.stats).parent)
 
 
+def input_folder(wildcards, input):
+    """The token-shard folder, from the stats table beside the shards."""
+    return str(Path(input.stats).parent)
+
+
+def output_folder(wildcards, output):
+    return str(Path(output[0]).parent)
+
+
+def input_model_folder(wildcards, input):
+    return str(Path(input.model).parent)
+
+
+def cv_folder(wildcards, input):
+    return str(Path(input.cv).parent)
+
+
+def planted_argument(wildcards, input):
+    """`--planted <corpus>/planted.yaml` when the corpus has a planted answer, else nothing."""
+    planted = Path(input.corpus) / "planted.yaml"
+    return f"--planted {planted}" if planted.is_file() else ""
+
+
+def final_names():
+    """The final models: the optimum, the baselines and the held-out random mixtures."""
+    names = ["regmix", "prior", "uniform"]
+    names += [] if config["corpus"]["path"] else ["planted"]
+    return names + run_names(config["final"]["heldout"], "heldout", 2)
+
+
+class ProxyBatch(NamedTuple):
+    name: str
+    runs: list
+
+
+def proxy_runs():
+    return run_names(config["mixtures"]["n"])
+
+
+def proxy_batches():
+    """The proxy runs in groups of `proxies_per_job`, each trained by one job."""
+    runs, size = proxy_runs(), config["proxy"]["proxies_per_job"]
+    for start in range(0, len(runs), size):
+        chunk = runs[start : start + size]
+        name = chunk[0] if len(chunk) == 1 else f"{chunk[0]}_{chunk[-1]}"
+        yield ProxyBatch(name, chunk)
+
+
+WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout")
+
+
+def train_settings(section):
+    """A training section's TrainConfig fields (the keys that only steer the workflow removed)."""
+    return {k: v for k, v in config[section].items() if k not in WORKFLOW_KEYS}
+
+
 def sampler_settings():
     """The mixtures section minus what the CLI takes as its own flags."""
     return {k: v for k, v in config["mixtures"].items() if k not in ("n", "seed")}
@@ -86,8 +146,16 @@ def final_tokens():
     return final["steps"] * final["batch_size"] * final["seq_len"]
 
 
+def regression_models():
+    """The regressor the optimum comes from, then the others fitted for comparison."""
+    chosen = config["regression"]["model"]
+    return [chosen, *(m for m in config["regression"]["compare"] if m != chosen)]
+
+
 def get_final_output():
+    """The summary, every report figure, and every compared regressor's CV metrics."""
     return [
-        f"{DATA}/stats.parquet",
-        "results/mixtures/proxy.parquet",
+        rules.summarize.output.markdown,
+        *rules.report_figures.output,
+        *expand("results/regression/{model}/metrics.json", model=regression_models()),
     ]

@@ -135,8 +135,12 @@ def prepare_corpus(
             (staging / split).mkdir()
         if (vocab := parse_bpe_spec(tokenizer)) is not None:
             tokenizer = str(train_bpe(_train_texts(files), vocab, staging / "tokenizer.json"))
-        else:
+        elif tokenizer != "byte":
             load_tokenizer(tokenizer)  # fail on a bad tokenizer before reading any corpus file
+            # Keep a copy beside the shards: the data folder then says how to read itself,
+            # and exported models ship the tokenizer they were trained with.
+            shutil.copyfile(tokenizer, staging / "tokenizer.json")
+            tokenizer = str(staging / "tokenizer.json")
         jobs = _shard_jobs(files, tokenizer, staging)
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

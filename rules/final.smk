@@ -1,0 +1,93 @@
+# Final models: the RegMix optimum, the baselines and held-out random mixtures, trained at
+# the final scale with the same seed, data-order rules and evaluation windows.
+
+
+rule final_mixtures:
+    input:
+        stats=f"{DATA}/stats.parquet",
+        optimum="results/optimal/mixture.yaml",
+        corpus=CORPUS,
+    output:
+        "results/mixtures/final.parquet",
+    params:
+        planted=planted_argument,
+        heldout=config["final"]["heldout"],
+        seed=config["mixtures"]["seed"] + 1000,
+        final_tokens=final_tokens(),
+        sampler=as_json(sampler_settings()),
+        code=source_hash("mixtures", "stats"),
+    log:
+        "logs/final_mixtures.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix final-mixtures --stats {input.stats} --optimum {input.optimum} {params.planted}"
+        " --heldout {params.heldout} --seed {params.seed} --final-tokens {params.final_tokens}"
+        " --sampler {params.sampler:q} --out {output} > {log} 2>&1"
+
+
+rule train_final:
+    input:
+        stats=f"{DATA}/stats.parquet",
+        mixtures="results/mixtures/final.parquet",
+    output:
+        losses="results/final/{name}/losses.parquet",
+        record="results/final/{name}/run.json",
+        hf_config="results/final/{name}/hf/config.json",
+        hf_weights="results/final/{name}/hf/model.safetensors",
+        hf_tokenizer="results/final/{name}/hf/tokenizer.json",
+    params:
+        data=input_folder,
+        settings=as_json(train_settings("final")),
+        code=source_hash("train", "model", "loader", "export"),
+    log:
+        "logs/final/{name}.log",
+    benchmark:
+        "results/benchmarks/final/{name}.tsv"
+    threads: config["final"]["resources"]["threads"]
+    resources:
+        mem_mb=config["final"]["resources"]["mem_mb"],
+        runtime=config["final"]["resources"]["runtime"],
+        gpu=config["final"]["resources"]["gpu"],
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix train-final --data {params.data} --mixtures {input.mixtures} --run {wildcards.name}"
+        " --settings {params.settings:q} --threads {threads} --out results/final"
+        " --work results/checkpoints/final > {log} 2>&1"
+
+
+rule collect_final:
+    input:
+        mixtures="results/mixtures/final.parquet",
+        records=expand("results/final/{name}/run.json", name=final_names()),
+        losses=expand("results/final/{name}/losses.parquet", name=final_names()),
+    output:
+        "results/final/runs.parquet",
+    params:
+        code=source_hash("collect", "runs"),
+    log:
+        "logs/collect_final.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix collect-proxies --mixtures {input.mixtures} --proxy-dir results/final"
+        " --out {output} > {log} 2>&1"
+
+
+rule predict_final:
+    input:
+        model=f"results/regression/{config['regression']['model']}/model.joblib",
+        mixtures="results/mixtures/final.parquet",
+    output:
+        "results/final/predictions.parquet",
+    params:
+        model=input_model_folder,
+        code=source_hash("regression", "mixtures"),
+    log:
+        "logs/predict_final.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix predict --model {params.model} --mixtures {input.mixtures} --out {output}"
+        " > {log} 2>&1"

@@ -1,0 +1,76 @@
+# What a person reads: the summary of the final models and the report's figures.
+
+
+rule summarize:
+    input:
+        runs="results/final/runs.parquet",
+        predictions="results/final/predictions.parquet",
+        metrics=f"results/regression/{config['regression']['model']}/metrics.json",
+        corpus=CORPUS,
+    output:
+        table="results/final/summary.parquet",
+        markdown=report(
+            "results/final/summary.md",
+            caption="../report/summary.rst",
+            category="1. Summary",
+        ),
+    params:
+        target=config["target"],
+        planted=planted_argument,
+        code=source_hash("summary", "runs", "mixtures"),
+    log:
+        "logs/summarize.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix summarize --runs {input.runs} --predictions {input.predictions}"
+        " --target {params.target:q} {params.planted} --metrics {input.metrics}"
+        " --out {output.table} --markdown {output.markdown} > {log} 2>&1"
+
+
+rule report_figures:
+    input:
+        proxy_mixtures="results/mixtures/proxy.parquet",
+        stats=f"{DATA}/stats.parquet",
+        cv=f"results/regression/{config['regression']['model']}/cv.parquet",
+        optimum="results/optimal/mixture.yaml",
+        summary="results/final/summary.parquet",
+        final_losses=expand("results/final/{name}/losses.parquet", name=final_names()),
+        corpus=CORPUS,
+    output:
+        weights=report(
+            "results/report/weights.png",
+            caption="../report/weights.rst",
+            category="2. Proxy runs",
+        ),
+        cv=report("results/report/cv.png", caption="../report/fit.rst", category="3. Regression"),
+        optimum=report(
+            "results/report/optimum.png",
+            caption="../report/optimum.rst",
+            category="4. Optimal mixture",
+        ),
+        final_losses=report(
+            "results/report/final_losses.png",
+            caption="../report/final_losses.rst",
+            category="5. Final models",
+        ),
+        loss_curves=report(
+            "results/report/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="5. Final models",
+        ),
+    params:
+        fit=cv_folder,
+        target=config["target"],
+        planted=planted_argument,
+        out=output_folder,
+        code=source_hash("report", "mixtures", "runs", "stats"),
+    log:
+        "logs/report_figures.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix report --proxy-mixtures {input.proxy_mixtures} --stats {input.stats}"
+        " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"
+        " --final-losses {input.final_losses} --target {params.target:q} {params.planted}"
+        " --out-dir {params.out} > {log} 2>&1"

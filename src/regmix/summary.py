@@ -1,0 +1,176 @@
+"""Did it work? The final models side by side, and whether the proxies' ranking transferred.
+
+Reads the final runs table (the optimum, the baselines and the held-out mixtures trained at
+the final scale), the regressor's predictions for those mixtures and, for the synthetic
+corpus, the planted blend. Writes `summary.parquet` (one row per final model) and
+`summary.md`, the page a person reads first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from regmix.errors import RegmixError
+from regmix.files import read_table, read_yaml, write_table, write_text
+from regmix.mixtures import WEIGHT, mixture_domains, weights_from_yaml
+from regmix.runs import STATUS_OK, loss_domains, parse_target
+
+BASELINES = ("prior", "uniform", "planted")
+
+
+def kind_of(run: str) -> str:
+    if run == "regmix":
+        return "regmix"
+    return "baseline" if run in BASELINES else "heldout"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The checks a person wants answered, each with the figures behind it."""
+
+    beats: dict[str, bool]
+    """Baseline name → whether RegMix's final target loss is lower."""
+    closer_to_planted_than_prior: bool | None
+    """None when the corpus has no planted blend."""
+    transfer_spearman: float | None
+    """Rank correlation of predicted and actual final-scale target loss over all final runs."""
+    heldout_spearman: float | None
+    """The same over the held-out random mixtures only (the paper's transfer check)."""
+
+
+def summary_table(
+    runs: pd.DataFrame, predictions: pd.DataFrame, target_text: str, planted: pd.Series | None
+) -> pd.DataFrame:
+    """One row per final model: kind, status, target loss, prediction, distance to planted."""
+    target = parse_target(target_text, loss_domains(runs), "final runs")
+    table = runs.copy()
+    ok = table["status"] == STATUS_OK
+    table["target_loss"] = np.nan
+    table.loc[ok, "target_loss"] = target.values(table[ok], "final runs")
+    predicted = predictions.set_index(predictions["run"].astype(str))["prediction"]
+    table["predicted_loss"] = table["run"].map(predicted)
+    table.insert(1, "kind", table["run"].map(kind_of))
+    if planted is not None:
+        weights = table[[WEIGHT + d for d in planted.index]].to_numpy()
+        table["l1_to_planted"] = np.abs(weights - planted.to_numpy()).sum(axis=1)
+    front = ["run", "kind", "status", "target_loss", "predicted_loss"]
+    front += ["l1_to_planted"] if planted is not None else []
+    rest = [c for c in table.columns if c not in front]
+    return table[front + rest].sort_values("target_loss", na_position="last")
+
+
+def _spearman(frame: pd.DataFrame) -> float | None:
+    frame = frame.dropna(subset=["target_loss", "predicted_loss"])
+    if len(frame) < 3:
+        return None
+    return float(spearmanr(frame["predicted_loss"], frame["target_loss"]).statistic)
+
+
+def verdict(table: pd.DataFrame) -> Verdict:
+    rows = table.set_index("run")
+    if "regmix" not in rows.index:
+        raise RegmixError("final runs: no run named 'regmix' (the optimum)")
+    ours = rows.at["regmix", "target_loss"]
+    beats = {
+        name: bool(ours < rows.at[name, "target_loss"])
+        for name in ("prior", "uniform")
+        if name in rows.index
+    }
+    closer = None
+    if "l1_to_planted" in rows:
+        closer = bool(rows.at["regmix", "l1_to_planted"] < rows.at["prior", "l1_to_planted"])
+    return Verdict(
+        beats,
+        closer,
+        _spearman(table),
+        _spearman(table[table["kind"] == "heldout"]),
+    )
+
+
+def _yes(value: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[value]
+
+
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def markdown(table: pd.DataFrame, result: Verdict, target: str, cv: dict | None) -> str:
+    """The human-readable summary."""
+    has_planted = "l1_to_planted" in table
+    lines = [
+        f"# RegMix summary — target `{target}`",
+        "",
+        "## Does the RegMix mixture win at the final scale?",
+        "",
+    ]
+    for name, won in result.beats.items():
+        lines.append(f"- beats the `{name}` mixture on target loss: {_yes(won)}")
+    if has_planted:
+        lines.append(
+            f"- closer to the planted blend than the token prior (L1): "
+            f"{_yes(result.closer_to_planted_than_prior)}"
+        )
+    lines += [
+        f"- proxy → final transfer, Spearman(predicted, actual) over all final models: "
+        f"{_figure(result.transfer_spearman, 3)}; over the held-out mixtures only: "
+        f"{_figure(result.heldout_spearman, 3)}",
+    ]
+    if cv is not None:
+        lines.append(
+            f"- regressor `{cv['model']}`: {cv['folds']}-fold CV Spearman on "
+            f"{cv['n_runs']} proxies {_figure(cv.get('spearman'), 3)}"
+        )
+    lines += ["", "## Final models", ""]
+    header = ["model", "kind", "target loss", "predicted"]
+    header += ["L1 to planted"] if has_planted else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.itertuples(index=False):
+        cells = [f"`{row.run}`", row.kind, _figure(row.target_loss), _figure(row.predicted_loss)]
+        cells += [_figure(row.l1_to_planted, 3)] if has_planted else []
+        if row.status != STATUS_OK:
+            cells[0] += f" ({row.status})"
+        lines.append("| " + " | ".join(cells) + " |")
+    domains = mixture_domains(table)
+    shown = table.set_index("run").loc[
+        [r for r in ("regmix", "prior", "planted") if r in set(table["run"])],
+        [WEIGHT + d for d in domains],
+    ]
+    lines += ["", "## Mixtures", "", "| domain | " + " | ".join(shown.index) + " |"]
+    lines.append("|" + "---|" * (len(shown.index) + 1))
+    for domain in domains:
+        cells = [f"{shown.at[run, WEIGHT + domain]:.3f}" for run in shown.index]
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize_final(
+    runs_path: str | os.PathLike,
+    predictions_path: str | os.PathLike,
+    target: str,
+    out_table: str | os.PathLike,
+    out_markdown: str | os.PathLike,
+    planted_path: str | os.PathLike | None = None,
+    metrics_path: str | os.PathLike | None = None,
+) -> Verdict:
+    """Write summary.parquet and summary.md for the final runs; return the verdict."""
+    runs = read_table(runs_path, ["run", "status"])
+    runs["run"] = runs["run"].astype(str)
+    predictions = read_table(predictions_path, ["run", "prediction"])
+    planted = None
+    if planted_path is not None:
+        blend = read_yaml(planted_path)
+        planted = weights_from_yaml(
+            {"train": blend["weights"]}, str(planted_path), mixture_domains(runs)
+        )
+    cv = read_yaml(metrics_path) if metrics_path is not None else None
+    table = summary_table(runs, predictions, target, planted)
+    result = verdict(table)
+    write_table(table, out_table)
+    write_text(markdown(table, result, target, cv), out_markdown)
+    return result
