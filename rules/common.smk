@@ -135,6 +135,11 @@ def train_settings(section):
     return {k: v for k, v in config[section].items() if k not in WORKFLOW_KEYS}
 
 
+def srun_resources(gpus):
+    """A multi-GPU job runs one task per GPU (started by srun, as Lightning expects on SLURM)."""
+    return {"mpi": "srun", "tasks_per_node": gpus} if gpus > 1 else {}
+
+
 def sampler_settings():
     """The mixtures section minus what the CLI takes as its own flags."""
     return {k: v for k, v in config["mixtures"].items() if k not in ("n", "seed")}

@@ -49,11 +49,13 @@ rule train_final:
         mem_mb=config["final"]["resources"]["mem_mb"],
         runtime=config["final"]["resources"]["runtime"],
         gpu=config["final"]["resources"]["gpu"],
+        **srun_resources(config["final"]["resources"]["gpu"]),
     conda:
         "../environment.yml"
     shell:
         "regmix train-final --data {params.data} --mixtures {input.mixtures} --run {wildcards.name}"
-        " --settings {params.settings:q} --threads {threads} --out results/final"
+        " --settings {params.settings:q} --threads {threads} --gpus {resources.gpu}"
+        " --out results/final"
         " --work results/checkpoints/final > {log} 2>&1"
 
 

@@ -38,6 +38,7 @@ for batch in proxy_batches():
         shell:
             "regmix train-proxy --data {params.data} --mixtures {input.mixtures}"
             " --runs {params.runs} --settings {params.settings:q} --threads {threads}"
+            " --gpus {resources.gpu}"
             " --out results/proxy --work results/checkpoints/proxy > {log} 2>&1"
 
 

@@ -1,4 +1,5 @@
 import argparse
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,21 @@ def test_unknown_sampler_key_is_a_one_line_error(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("regmix: error: --sampler: unknown key 'temprature'")
     assert err.count("\n") == 1
+
+
+def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
+    from regmix.cli import _granted_devices
+    from regmix.train import TrainConfig
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with _granted_devices(0, TrainConfig()) as config:
+        assert config.accelerator == "cpu"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_job_without_gpu_flag_keeps_its_settings():
+    from regmix.cli import _granted_devices
+    from regmix.train import TrainConfig
+
+    with _granted_devices(None, TrainConfig(accelerator="auto")) as config:
+        assert config.accelerator == "auto"

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from regmix import __version__
@@ -140,7 +141,18 @@ def _add_train_proxy(commands: argparse._SubParsersAction) -> None:
         help="CPU threads for this process (default 1: one single-threaded worker per core "
         "beats multi-threaded workers sharing cores)",
     )
+    _add_gpus_argument(p)
     p.set_defaults(handler=_train_proxy)
+
+
+def _add_gpus_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpus",
+        type=int,
+        help="GPUs this job was granted (the workflow passes its rule's gpu resource): 0 trains "
+        "on CPU even where GPUs exist; k > 0 takes k free GPU ids (locally from a lease shared "
+        "by your jobs, under SLURM the job's own). Absent: whatever Lightning finds",
+    )
 
 
 def _train_proxy(args: argparse.Namespace) -> None:
@@ -148,7 +160,25 @@ def _train_proxy(args: argparse.Namespace) -> None:
     from regmix.train import TrainConfig, train_proxies
 
     config = _dataclass_from(TrainConfig, args.settings, "--settings")
-    train_proxies(args.data, args.mixtures, args.runs, config, args.out, args.work)
+    with _granted_devices(args.gpus, config) as config:
+        train_proxies(args.data, args.mixtures, args.runs, config, args.out, args.work)
+
+
+@contextmanager
+def _granted_devices(gpus: int | None, config):
+    """Train on exactly the GPUs the job was granted (none: CPU), holding their lease."""
+    from dataclasses import replace
+
+    from regmix.devices import VISIBLE, gpu_lease
+
+    if gpus is None:
+        yield config
+    elif gpus == 0:
+        os.environ[VISIBLE] = ""  # a CPU job on a GPU machine must not wander onto GPU 0
+        yield replace(config, accelerator="cpu")
+    else:
+        with gpu_lease(gpus):
+            yield replace(config, accelerator="gpu", devices=gpus)
 
 
 def _use_threads(threads: int) -> None:
@@ -486,15 +516,22 @@ def _add_train_final(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for this process")
+    _add_gpus_argument(p)
     p.set_defaults(handler=_train_final)
 
 
 def _train_final(args: argparse.Namespace) -> None:
+    from regmix.devices import relaunch_under_srun
+
+    # Under SLURM a multi-GPU job starts one task per GPU with srun, as Lightning expects;
+    # this returns only in the process that should train.
+    relaunch_under_srun(args.gpus or 0, args.threads)
     _use_threads(args.threads)
     from regmix.train import TrainConfig, train_final
 
     config = _dataclass_from(TrainConfig, args.settings, "--settings")
-    train_final(args.data, args.mixtures, args.run, config, args.out, args.work)
+    with _granted_devices(args.gpus, config) as config:
+        train_final(args.data, args.mixtures, args.run, config, args.out, args.work)
 
 
 def _add_summarize(commands: argparse._SubParsersAction) -> None:

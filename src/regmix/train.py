@@ -37,6 +37,7 @@ from lightning.fabric.utilities.warnings import disable_possible_user_warnings
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from torch.utils.data import DataLoader, IterableDataset
 
+from regmix.devices import lightning_plugins
 from regmix.errors import RegmixError
 from regmix.files import read_table, write_json, write_table
 from regmix.loader import MixedBatches, open_shards, read_sidecar, shard_path, vocab_size
@@ -444,7 +445,7 @@ def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Tra
         gradient_clip_val=config.grad_clip or None,
         callbacks=list(callbacks),
         # A single-process run ignores SLURM's variables instead of misreading its job layout.
-        plugins=[LightningEnvironment()] if single else None,
+        plugins=[LightningEnvironment()] if single else (lightning_plugins() or None),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -549,6 +550,7 @@ def train_mixture(
         "wall_seconds": round(time.perf_counter() - started, 3),
         "resumed_from_step": progress.resumed_from_step,
         "device": describe_device(trainer),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "seed": config.seed,
         "settings_fingerprint": config.fingerprint(),
         "fingerprint": fingerprint,
