@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from demo_data import prepare_demo_data, regmix
 from scipy.stats import spearmanr
 
 from regmix.runs import LOSS
@@ -43,26 +44,6 @@ DEMO = {
     "eval_windows": 16,
     "checkpoint_every": 40,
 }
-
-
-def regmix(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "regmix.cli", *args], check=True)
-
-
-def prepare_demo_data(root: Path, final_tokens: int, n: int) -> None:
-    regmix("synth-corpus", "--out", str(root / "corpus"))
-    regmix("prepare", "--corpus", str(root / "corpus"), "--out", str(root / "data"))
-    regmix(
-        "sample-mixtures",
-        "--stats",
-        str(root / "data" / "stats.parquet"),
-        "--n",
-        str(n),
-        "--final-tokens",
-        str(final_tokens),
-        "--out",
-        str(root / "mixtures.parquet"),
-    )
 
 
 def train_jobs(root: Path, jobs: list[list[str]], settings: dict, out: str, workers: int) -> float:

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from demo_data import prepare_demo_data
+
 FIRST_STEPS = """
 import time, json
 t0 = time.perf_counter()
@@ -80,19 +82,7 @@ def main() -> None:
     )
 
     root = Path(tempfile.mkdtemp(prefix="regmix-startup-"))
-    regmix("synth-corpus", "--out", str(root / "corpus"))
-    regmix("prepare", "--corpus", str(root / "corpus"), "--out", str(root / "data"))
-    regmix(
-        "sample-mixtures",
-        "--stats",
-        str(root / "data" / "stats.parquet"),
-        "--n",
-        str(args.runs),
-        "--final-tokens",
-        "819200",
-        "--out",
-        str(root / "mixtures.parquet"),
-    )
+    prepare_demo_data(root, final_tokens=819_200, n=args.runs)
     settings = json.dumps({"model": "demo_proxy", "steps": args.steps, "eval_windows": 16})
     runs = [f"run{i:04d}" for i in range(1, args.runs + 1)]
 

@@ -28,7 +28,7 @@ import torch
 
 from regmix.loader import MixedBatches
 from regmix.model import next_token_loss
-from regmix.train import LanguageModeling, TrainConfig, build_trainer, lr_factor
+from regmix.train import LanguageModeling, TrainConfig, build_trainer
 
 CASES = [
     # preset, vocabulary, batch size, sequence length
@@ -75,13 +75,8 @@ def plain_loop(module: LanguageModeling, config: TrainConfig, steps: int) -> lis
     """The training step Lightning runs, written out: a stamp at the start and after each step."""
     module.configure_model()
     model = module.model
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-        weight_decay=config.weight_decay,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    optimizers = module.configure_optimizers()  # the very optimizer and schedule Lightning uses
+    optimizer, schedule = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
 
     def train_step(step: int) -> None:
         # A function, so the loss and its graph are released before the next step (as in

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow import snakemake
+import yaml
+from snakemake.utils import validate
+from workflow import REPO, snakemake
 
 from regmix.mixtures import check_weights
+from regmix.train import TrainConfig
+
+# Keys of a training section that steer the workflow, not the training (rules/common.smk).
+WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout")
 
 pytestmark = pytest.mark.workflow
 
@@ -79,3 +85,17 @@ def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
     (corpus / "train" / "forum-0.jsonl").write_text('{"text": "changed"}\n')
     rerun = snakemake(tmp_path, "results/data/stats.parquet", "--dry-run", config=config)
     assert "prepare" in rerun.stdout
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "config" / "presets").glob("*.yaml")))
+def test_config_presets_are_valid(preset):
+    config = yaml.safe_load(preset.read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
+    TrainConfig(**{k: v for k, v in config["proxy"].items() if k not in WORKFLOW_KEYS})
+    TrainConfig(**{k: v for k, v in config["final"].items() if k not in WORKFLOW_KEYS})
+
+
+def test_embedded_default_config_is_valid():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
+    TrainConfig(**{k: v for k, v in config["proxy"].items() if k not in WORKFLOW_KEYS})

@@ -11,23 +11,32 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, config: Path = TINY, timeout: int = 900):
-    """`snakemake` on the repo's Snakefile with workdir `workdir` and the given config file."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
+def snakemake_command(workdir: Path, config: Path, snakefile: Path, *args: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "snakemake", "--snakefile", str(snakefile)),
+        *("--directory", str(workdir), "--configfile", str(config), "--cores", "2"),
         *args,
     ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def environment() -> dict[str, str]:
+    """This interpreter's scripts (the `regmix` the rules call) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    config: Path = TINY,
+    snakefile: Path = REPO / "Snakefile",
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
+    """`snakemake` on a Snakefile (the repo's) with workdir `workdir` and the given config."""
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        snakemake_command(workdir, config, snakefile, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+        check=False,
     )

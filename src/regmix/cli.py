@@ -620,21 +620,22 @@ def _dataclass_from(cls: type, values: dict, source: str):
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    # in pipeline order, as `regmix --help` lists them
     _add_synth_corpus,
     _add_prepare,
     _add_sample_mixtures,
-    _add_final_mixtures,
     _add_train_proxy,
     _add_collect_proxies,
-    _add_presets,
     _add_import_runs,
     _add_fit,
     _add_predict,
     _add_simulate,
-    _add_install_profile,
+    _add_final_mixtures,
     _add_train_final,
     _add_summarize,
     _add_report,
+    _add_presets,
+    _add_install_profile,
 ]
 
 

@@ -101,7 +101,7 @@ PRESETS: dict[str, ModelConfig] = {
     "tinyllama_1B": ModelConfig(n_layer=22, n_head=16, n_embd=2048, intermediate_size=5632),
     # CPU demo: a proxy that trains 64 mixtures in minutes on 2 cores, and a final model.
     "demo_proxy": ModelConfig(n_layer=2, n_head=4, n_embd=128, intermediate_size=256),
-    "demo_final": ModelConfig(n_layer=4, n_head=8, n_embd=256, intermediate_size=768),
+    "demo_final": ModelConfig(n_layer=4, n_head=6, n_embd=192, intermediate_size=512),
 }
 PRESET_ALIASES = {"tinyllama_1_1b": "tinyllama_1B"}
 

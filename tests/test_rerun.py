@@ -1,0 +1,153 @@
+"""Re-running after a change re-runs exactly the invalidated stages, and resumes a killed run.
+
+The workflow is copied into a scratch checkout, so that a test can edit its package code the
+way a developer would, and run once on the tiny config; each test then asks Snakemake what a
+second invocation would do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow import REPO, TINY, environment, snakemake, snakemake_command
+
+pytestmark = pytest.mark.workflow
+
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "report", "profiles", "src")
+
+
+def planned_jobs(workdir: Path, config: Path, checkout: Path) -> dict[str, int]:
+    """Rule name → jobs that `snakemake --dry-run` would run (empty: nothing to do)."""
+    result = snakemake(workdir, "--dry-run", config=config, snakefile=checkout / "Snakefile")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    jobs = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def proxy_jobs(jobs: dict[str, int]) -> int:
+    return sum(n for rule, n in jobs.items() if rule.startswith("train_proxy"))
+
+
+def with_changes(base: Path, target: Path, changes: dict) -> Path:
+    """A copy of the config at `base` with `changes` merged in (one level deep)."""
+    config = yaml.safe_load(base.read_text())
+    for section, values in changes.items():
+        config.setdefault(section, {}).update(values)
+    target.write_text(yaml.safe_dump(config))
+    return target
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(checkout, workdir, config) of a completed tiny run."""
+    root = tmp_path_factory.mktemp("rerun")
+    checkout = root / "checkout"
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, checkout / name)
+    config = shutil.copy(TINY, root / "config.yaml")
+    workdir = root / "work"
+    result = snakemake(workdir, config=config, snakefile=checkout / "Snakefile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return checkout, workdir, config
+
+
+def test_nothing_changed_means_nothing_to_do(finished):
+    checkout, workdir, config = finished
+    assert planned_jobs(workdir, config, checkout) == {}
+
+
+def test_a_regression_setting_reruns_fit_and_downstream_but_no_proxy(finished, tmp_path):
+    checkout, workdir, config = finished
+    changed = with_changes(config, tmp_path / "c.yaml", {"regression": {"folds": 3}})
+    jobs = planned_jobs(workdir, changed, checkout)
+    assert proxy_jobs(jobs) == 0
+    assert "collect_proxies" not in jobs
+    assert {"fit", "simulate", "final_mixtures", "summarize", "report_figures"} <= set(jobs)
+
+
+def test_a_simulation_setting_reruns_simulate_and_downstream_only(finished, tmp_path):
+    checkout, workdir, config = finished
+    changed = with_changes(config, tmp_path / "c.yaml", {"simulation": {"top_k": 7}})
+    jobs = planned_jobs(workdir, changed, checkout)
+    assert proxy_jobs(jobs) == 0
+    assert "fit" not in jobs
+    assert {"simulate", "final_mixtures", "train_final", "summarize"} <= set(jobs)
+
+
+def test_a_proxy_training_setting_reruns_every_proxy(finished, tmp_path):
+    checkout, workdir, config = finished
+    changed = with_changes(config, tmp_path / "c.yaml", {"proxy": {"lr": 0.001}})
+    jobs = planned_jobs(workdir, changed, checkout)
+    batches = sum(1 for rule in jobs if rule.startswith("train_proxy"))
+    assert batches == 2  # the tiny config's 6 runs, 4 per job
+    assert "collect_proxies" in jobs and "fit" in jobs
+    assert "prepare" not in jobs and "sample_mixtures" not in jobs
+
+
+def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
+    checkout, workdir, config = finished
+    module = checkout / "src" / "regmix" / "regression.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# a developer's edit\n")
+        jobs = planned_jobs(workdir, config, checkout)
+    finally:
+        module.write_text(original)
+    assert proxy_jobs(jobs) == 0 and "prepare" not in jobs
+    assert {"fit", "simulate", "predict_final", "summarize"} <= set(jobs)
+    assert planned_jobs(workdir, config, checkout) == {}
+
+
+def test_a_killed_proxy_resumes_from_its_checkpoint(tmp_path):
+    """Kill Snakemake and its proxy job mid-training; the next `snakemake` resumes it."""
+    config = with_changes(
+        TINY,
+        tmp_path / "slow.yaml",
+        {"proxy": {"steps": 400, "checkpoint_every": 20, "eval_every": 0}},
+    )
+    workdir = tmp_path / "work"
+    target = "results/proxy/runs.parquet"
+    process = subprocess.Popen(
+        snakemake_command(workdir, config, REPO / "Snakefile", target),
+        env=environment(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = workdir / "results" / "checkpoints" / "proxy" / "run0001"
+    deadline = time.monotonic() + 240
+    try:
+        while not list(checkpoints.glob("*/last.ckpt")):
+            assert process.poll() is None, "the workflow ended before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # Snakemake and the training job with it
+        process.wait()
+
+    result = snakemake(workdir, target, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((workdir / "results/proxy/run0001/run.json").read_text())
+    assert record["status"] == "ok"
+    assert record["resumed_from_step"] >= 20
+    assert (workdir / target).is_file()
