@@ -178,7 +178,16 @@ def _granted_devices(gpus: int | None, config):
         yield replace(config, accelerator="cpu")
     else:
         with gpu_lease(gpus):
-            yield replace(config, accelerator="gpu", devices=gpus)
+            import torch
+
+            if torch.cuda.is_available():
+                yield replace(config, accelerator="gpu", devices=gpus)
+            else:  # e.g. a cluster's GPU count without CUDA here: still one process per device
+                print(
+                    f"regmix: granted {gpus} GPU(s) but CUDA is not available; training on CPU",
+                    file=sys.stderr,
+                )
+                yield replace(config, accelerator="cpu", devices=gpus)
 
 
 def _use_threads(threads: int) -> None:

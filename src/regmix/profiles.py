@@ -27,13 +27,17 @@ def profile_roots() -> list[Path]:
     return [_PACKAGE / "_profiles", _PACKAGE.parent.parent / "profiles"]
 
 
+WORKFLOW_PROFILE = "default"
+
+
 def available_profiles() -> dict[str, Path]:
     """Profile name → folder holding its config.yaml (the first root that has the name wins)."""
     found: dict[str, Path] = {}
     for root in profile_roots():
         if root.is_dir():
             for folder in sorted(root.iterdir()):
-                if (folder / "config.yaml").is_file():
+                # `default` is the workflow profile Snakemake applies itself: not for installing.
+                if folder.name != WORKFLOW_PROFILE and (folder / "config.yaml").is_file():
                     found.setdefault(folder.name, folder)
     return found
 
