@@ -117,7 +117,7 @@ def test_a_few_steps_on_one_batch_reduce_its_loss():
     model = Transformer(TINY)
     tokens = torch.randint(0, TINY.vocab_size, (4, 17))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    first = float(next_token_loss(model, tokens))
+    first = next_token_loss(model, tokens).item()
     for _ in range(20):
         loss = next_token_loss(model, tokens)
         optimizer.zero_grad()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -43,6 +45,54 @@ def test_mixture_stage_writes_table_and_yaml_per_run(finished):
     assert sorted(p.stem for p in (finished / "results/mixtures/proxy").glob("*.yaml")) == sorted(
         table["run"]
     )
+
+
+def test_proxy_stage_writes_long_losses_and_the_runs_table(finished):
+    runs = pd.read_parquet(finished / "results/proxy/runs.parquet")
+    assert len(runs) == 6 and set(runs["status"]) == {"ok"}
+    for column in ("run", "weight.web", "loss.target", "loss.web", "tokens", "params"):
+        assert column in runs
+    check_weights(runs, "runs.parquet")
+    losses = pd.read_parquet(finished / "results/proxy/run0001/losses.parquet")
+    assert list(losses.columns) == ["run", "step", "tokens", "domain", "loss"]
+    assert sorted(losses["step"].unique()) == [3, 6]  # eval_every 3 and the end
+    assert "target" in set(losses["domain"])
+
+
+def test_regression_stage_writes_cv_and_metrics_for_every_model(finished):
+    for model in ("gp", "lightgbm", "linear", "mixlaw"):
+        folder = finished / "results/regression" / model
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {"spearman", "pearson", "mse", "n_runs"} <= set(metrics)
+        cv = pd.read_parquet(folder / "cv.parquet")
+        assert {"run", "fold", "actual", "prediction"} <= set(cv.columns)
+        assert len(cv) == 6
+
+
+def test_optimum_is_a_regmix_yaml_mixture(finished):
+    optimum = yaml.safe_load((finished / "results/optimal/mixture.yaml").read_text())
+    assert sum(optimum["train"].values()) == pytest.approx(1, abs=1e-6)
+    assert "target" not in optimum["train"]
+    assert optimum["target"] == "target" and np.isfinite(optimum["predicted_loss"])
+
+
+def test_final_stage_trains_exports_and_summarises_every_model(finished):
+    names = ["regmix", "prior", "uniform", "planted", "heldout01", "heldout02"]
+    summary = pd.read_parquet(finished / "results/final/summary.parquet")
+    assert sorted(summary["run"]) == sorted(names)
+    for column in ("kind", "target_loss", "predicted_loss", "l1_to_planted", "loss.web"):
+        assert column in summary
+    for name in names:
+        hf = finished / "results/final" / name / "hf"
+        assert json.loads((hf / "config.json").read_text())["model_type"] == "llama"
+        assert (hf / "model.safetensors").stat().st_size > 0
+    text = (finished / "results/final/summary.md").read_text()
+    assert "beats the `prior` mixture" in text and "transfer" in text
+
+
+def test_report_figures_are_pngs(finished):
+    for figure in ("weights", "cv", "optimum", "final_losses", "loss_curves"):
+        assert (finished / f"results/report/{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_rule_writes_its_log(finished):

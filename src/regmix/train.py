@@ -62,6 +62,8 @@ for _message in (
     ".*resuming from a checkpoint that ended before the epoch ended.*",
     ".*`training_step` returned `None`.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # A local run on a machine that has SLURM's tools installed is not a mistake.
+    ".*The `srun` command is available on your system but is not used.*",
 ):
     warnings.filterwarnings("ignore", message=_message)
 
@@ -323,10 +325,12 @@ class RunProgress(L.Callback):
         config: TrainConfig,
         windows: Mapping[str, torch.Tensor],
         checkpoint: Path | None,
+        run: str = "",
     ) -> None:
         self.config = config
         self.windows = windows
         self.checkpoint = checkpoint
+        self.run = run
         self.evaluations: list[dict] = []
         self.train_seconds = 0.0
         self.resumed_from_step: int | None = None
@@ -370,6 +374,20 @@ class RunProgress(L.Callback):
             losses = validation_losses(pl_module.model, self.windows, self.eval_batch_size)
         pl_module.train()
         self.evaluations.append({"step": step, "losses": losses})
+        if trainer.is_global_zero:
+            self.report(step, losses)
+
+    def report(self, step: int, losses: Mapping[str, float]) -> None:
+        """One progress line per evaluation, for whoever follows a long run's log."""
+        tokens = step * self.config.tokens_per_step
+        speed = tokens / self.train_seconds if self.train_seconds else 0.0
+        mean = sum(losses.values()) / len(losses)
+        print(
+            f"{self.run}: step {step}/{self.config.steps}, {tokens:,} tokens, "
+            f"{speed:,.0f} tokens/s, mean validation loss {mean:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @property
     def eval_batch_size(self) -> int:
@@ -522,7 +540,7 @@ def train_mixture(
     batches = MixedBatches(train, weights, config.batch_size, config.seq_len, config.seed)
     windows = make_validation_windows(valid, config.seq_len, config.eval_windows)
     checkpoint = folder / CHECKPOINT
-    progress = RunProgress(config, windows, checkpoint if config.checkpoint_every else None)
+    progress = RunProgress(config, windows, checkpoint if config.checkpoint_every else None, run)
     module = LanguageModeling(model_config, config, batches)
     trainer = build_trainer(config, [progress, *callbacks])
     resume = checkpoint if checkpoint.is_file() else None
