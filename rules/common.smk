@@ -96,16 +96,20 @@ def cv_folder(wildcards, input):
     return str(Path(input.cv).parent)
 
 
+def has_planted_answer():
+    """The synthetic corpus (generated here, or given as corpus.path) records its answer."""
+    return not config["corpus"]["path"] or (Path(CORPUS) / "planted.yaml").is_file()
+
+
 def planted_argument(wildcards, input):
     """`--planted <corpus>/planted.yaml` when the corpus has a planted answer, else nothing."""
-    planted = Path(input.corpus) / "planted.yaml"
-    return f"--planted {planted}" if planted.is_file() else ""
+    return f"--planted {Path(input.corpus) / 'planted.yaml'}" if has_planted_answer() else ""
 
 
 def final_names():
     """The final models: the optimum, the baselines and the held-out random mixtures."""
     names = ["regmix", "prior", "uniform"]
-    names += [] if config["corpus"]["path"] else ["planted"]
+    names += ["planted"] if has_planted_answer() else []
     return names + run_names(config["final"]["heldout"], "heldout", 2)
 
 
