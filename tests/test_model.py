@@ -123,7 +123,7 @@ def test_a_few_steps_on_one_batch_reduce_its_loss():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(next_token_loss(model, tokens)) < first - 1.0
+    assert next_token_loss(model, tokens).item() < first - 1.0
 
 
 def test_loss_is_the_mean_cross_entropy_of_the_next_token():
