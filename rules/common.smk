@@ -75,25 +75,18 @@ def corpus_folder(wildcards, input):
     return str(first if not config["corpus"]["path"] else first.parent.parent)
 
 
-def stats_folder(wildcards, output):
-    return str(Path(output.stats).parent)
+def input_folder(name):
+    """A params function: the folder holding the rule's input `name` (shards, a model, ...)."""
 
+    def folder(wildcards, input):
+        return str(Path(input[name]).parent)
 
-def input_folder(wildcards, input):
-    """The token-shard folder, from the stats table beside the shards."""
-    return str(Path(input.stats).parent)
+    return folder
 
 
 def output_folder(wildcards, output):
+    """The folder holding the rule's first output."""
     return str(Path(output[0]).parent)
-
-
-def input_model_folder(wildcards, input):
-    return str(Path(input.model).parent)
-
-
-def cv_folder(wildcards, input):
-    return str(Path(input.cv).parent)
 
 
 def has_planted_answer():

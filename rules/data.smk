@@ -26,7 +26,7 @@ rule prepare:
         valid=directory(f"{DATA}/valid"),
     params:
         corpus=corpus_folder,
-        out=stats_folder,
+        out=output_folder,
         tokenizer=config["corpus"]["tokenizer"],
         domains=",".join(config["corpus"]["domains"] or []),
         code=source_hash("corpus", "tokenize", "prepare", "stats"),

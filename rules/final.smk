@@ -37,7 +37,7 @@ rule train_final:
         hf_weights="results/final/{name}/hf/model.safetensors",
         hf_tokenizer="results/final/{name}/hf/tokenizer.json",
     params:
-        data=input_folder,
+        data=input_folder("stats"),
         settings=as_json(train_settings("final")),
         code=source_hash("train", "model", "loader", "export"),
     log:
@@ -84,7 +84,7 @@ rule predict_final:
     output:
         "results/final/predictions.parquet",
     params:
-        model=input_model_folder,
+        model=input_folder("model"),
         code=source_hash("regression", "mixtures"),
     log:
         "logs/predict_final.log",

@@ -19,7 +19,7 @@ for batch in proxy_batches():
             records=[f"results/proxy/{run}/run.json" for run in batch.runs],
         params:
             runs=batch.runs,
-            data=input_folder,
+            data=input_folder("stats"),
             settings=as_json(train_settings("proxy")),
             code=source_hash("train", "model", "loader"),
         log:

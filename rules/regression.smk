@@ -41,7 +41,7 @@ rule simulate:
         mixture="results/optimal/mixture.yaml",
         top="results/optimal/top.parquet",
     params:
-        model=input_model_folder,
+        model=input_folder("model"),
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
         candidates=config["simulation"]["candidates"],

@@ -60,7 +60,7 @@ rule report_figures:
             category="5. Final models",
         ),
     params:
-        fit=cv_folder,
+        fit=input_folder("cv"),
         target=config["target"],
         planted=planted_argument,
         out=output_folder,

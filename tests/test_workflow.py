@@ -105,24 +105,23 @@ def test_second_invocation_has_nothing_to_do(finished):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_wrong_config_key_fails_naming_the_key(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "mixtures:\n  n: 4\n  temprature: 0.5\n",
+            "config key mixtures: Additional properties are not allowed ('temprature'",
+        ),
+        ("mixtures:\n  n: many\n", "config key mixtures.n: 'many' is not of type 'integer'"),
+    ],
+    ids=["unknown key", "wrong type"],
+)
+def test_bad_config_fails_in_one_line_naming_the_key(tmp_path, text, message):
     config = tmp_path / "bad.yaml"
-    config.write_text("mixtures:\n  n: 4\n  temprature: 0.5\n")
+    config.write_text(text)
     result = snakemake(tmp_path, "--dry-run", config=config)
     assert result.returncode != 0
-    assert "config key mixtures: Additional properties are not allowed ('temprature'" in (
-        result.stdout + result.stderr
-    )
-
-
-def test_wrong_config_type_fails_naming_the_key(tmp_path):
-    config = tmp_path / "bad.yaml"
-    config.write_text("mixtures:\n  n: many\n")
-    result = snakemake(tmp_path, "--dry-run", config=config)
-    assert result.returncode != 0
-    assert "config key mixtures.n: 'many' is not of type 'integer'" in (
-        result.stdout + result.stderr
-    )
+    assert message in result.stdout + result.stderr
 
 
 def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
