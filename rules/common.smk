@@ -8,6 +8,7 @@ from typing import NamedTuple
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from regmix.corpus import EXTENSIONS
 from regmix.mixtures import run_names
 
 
@@ -52,6 +53,11 @@ def source_hash(*modules):
     return digest.hexdigest()[:16]
 
 
+# The modules a training run depends on, as regmix.train.TRAINING_MODULES lists them (not
+# imported from there: that would load torch and Lightning to parse the workflow).
+TRAINING_MODULES = ("train", "model", "loader", "export", "tokenize")
+
+
 def as_json(mapping):
     return json.dumps(mapping, sort_keys=True, separators=(",", ":"))
 
@@ -64,7 +70,7 @@ def corpus_input():
         str(p)
         for split in ("train", "valid")
         for p in (Path(CORPUS) / split).glob("*")
-        if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
+        if p.name.endswith(EXTENSIONS)
     )
     return files or CORPUS
 

@@ -39,7 +39,7 @@ rule train_final:
     params:
         data=input_folder("stats"),
         settings=as_json(train_settings("final")),
-        code=source_hash("train", "model", "loader", "export"),
+        code=source_hash(*TRAINING_MODULES),
     log:
         "logs/final/{name}.log",
     benchmark:

@@ -21,7 +21,7 @@ for batch in proxy_batches():
             runs=batch.runs,
             data=input_folder("stats"),
             settings=as_json(train_settings("proxy")),
-            code=source_hash("train", "model", "loader"),
+            code=source_hash(*TRAINING_MODULES),
         log:
             f"logs/proxy/{batch.name}.log",
         benchmark:

@@ -86,3 +86,13 @@ def test_cli_reports_bad_input_in_one_line_with_nonzero_exit(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "a-1.jsonl:2: malformed JSON" in result.stderr
     assert not (tmp_path / "out" / "stats.parquet").exists()
+
+
+def test_preparing_again_with_another_tokenizer_drops_the_old_tokenizer_file(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_jsonl(corpus / "train" / "a-0.jsonl", ["alpha beta gamma delta"] * 200)
+    out = tmp_path / "data"
+    prepare_corpus(corpus, out, "bpe:300")
+    assert (out / "tokenizer.json").is_file()
+    prepare_corpus(corpus, out, "byte")
+    assert not (out / "tokenizer.json").exists()  # else exports would ship the wrong tokenizer

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from regmix import train
 from regmix.cli import main
 from regmix.errors import RegmixError
 from regmix.loader import MixedBatches, open_shards, split_domains
@@ -180,6 +181,15 @@ def test_finished_run_is_republished_not_retrained(data_dir, mixtures, reference
     assert json.loads((out / "code_heavy" / "run.json").read_text())["status"] == "ok"
 
 
+def test_results_of_older_training_code_are_not_reused(data_dir, mixtures, tmp_path, monkeypatch):
+    weights = _weights(mixtures, "uniform")
+    first = train_mixture(data_dir, "uniform", weights, BASE, tmp_path)
+    monkeypatch.setattr(train, "code_fingerprint", lambda: "edited-training-code")
+    second = train_mixture(data_dir, "uniform", weights, BASE, tmp_path)
+    assert not second.reused
+    assert first.folder != second.folder and not first.folder.exists()
+
+
 def test_diverged_run_is_recorded_and_the_job_goes_on(data_dir, mixtures, tmp_path):
     runs = ["legal_heavy", "code_heavy"]
     config = replace(BASE, eval_every=2)
@@ -297,6 +307,7 @@ def test_run_missing_from_the_mixture_table_is_an_error(mixtures):
         ({"min_lr": 1.0}, "min_lr"),
         ({"model": {"n_layer": 1, "n_head": 2, "n_embd": 8, "ffn": 4}}, "unknown key 'ffn'"),
         ({"model": "tinyllama_2M"}, "preset 'tinyllama_2M': unknown"),
+        ({"strategy": "fsdp"}, "strategy: 'fsdp' is not supported"),
     ],
 )
 def test_bad_settings_are_named(change, message):

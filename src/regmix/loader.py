@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from regmix.corpus import SPLITS
 from regmix.errors import RegmixError
-
-SPLITS = ("train", "valid")
 
 
 def shard_path(data_dir: str | os.PathLike, split: str, domain: str) -> Path:

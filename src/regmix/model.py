@@ -152,7 +152,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # x: (B, nh, T, hs); cos/sin: (T, hs), computed in fp32 for stability under bf16 autocast.
-    return (x.float() * cos + rotate_half(x.float()) * sin).type_as(x)
+    x32 = x.float()
+    return (x32 * cos + rotate_half(x32) * sin).type_as(x)
 
 
 class Attention(nn.Module):
@@ -245,11 +246,14 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(x))  # (B, T, vocab_size)
 
 
-def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting tokens[:, 1:] from tokens[:, :-1]; tokens: (B, T + 1)."""
+def next_token_loss(
+    model: nn.Module, tokens: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Cross-entropy of predicting tokens[:, 1:] from tokens[:, :-1]; tokens: (B, T + 1)."""
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     logits = model(inputs)  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+    flat = logits.reshape(-1, logits.size(-1)).float()
+    return F.cross_entropy(flat, targets.reshape(-1), reduction=reduction)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix.corpus import CorpusFile, discover, read_documents
+from regmix.corpus import SPLITS, CorpusFile, discover, read_documents
 from regmix.errors import RegmixError
 from regmix.files import write_table
 from regmix.stats import COLUMNS as STATS_COLUMNS
@@ -64,7 +64,7 @@ def write_shard(job: ShardJob) -> ShardResult:
     """Tokenize one (split, domain) and write its packed ids and sidecar into job.dest."""
     tokenizer = load_tokenizer(job.tokenizer)
     tokens = documents = text_bytes = 0
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    dtype = tokenizer.dtype
     shard = job.dest / job.split / f"{job.domain}.bin"
     with open(shard, "wb") as out:
         for batch in _batches(job.paths):
@@ -109,12 +109,12 @@ def _publish(staging: Path, out: Path) -> None:
     """Move the staged shards into `out`, replacing the previous split folders."""
     for name in ("train", "valid", "tokenizer.json"):
         target = out / name
-        if (staging / name).exists():
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(staging / name, target)
-        elif target.is_dir():
+        if target.is_dir():
             shutil.rmtree(target)
+        elif target.exists():  # e.g. a BPE tokenizer.json left from an earlier prepare
+            target.unlink()
+        if (staging / name).exists():
+            os.replace(staging / name, target)
 
 
 def prepare_corpus(
@@ -131,7 +131,7 @@ def prepare_corpus(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as staging_name:
         staging = Path(staging_name)
-        for split in ("train", "valid"):
+        for split in SPLITS:
             (staging / split).mkdir()
         if (vocab := parse_bpe_spec(tokenizer)) is not None:
             tokenizer = str(train_bpe(_train_texts(files), vocab, staging / "tokenizer.json"))

@@ -23,6 +23,7 @@ class ByteTokenizer:
     vocab_size = 257
     eos_id = BYTE_EOS
     fingerprint = "byte-v1"
+    dtype = np.uint16
 
     def encode(self, documents: list[str]) -> np.ndarray:
         if not documents:
@@ -75,7 +76,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out: str | os.PathLike) -> 
     from regmix.files import atomic_path
 
     if vocab_size < 257 + 1:
-        raise RegmixError(f"tokenizer bpe:{vocab_size}: vocab size must exceed 258")
+        raise RegmixError(f"tokenizer bpe:{vocab_size}: vocab size must be at least 258")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

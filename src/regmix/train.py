@@ -15,6 +15,7 @@ models differ only in their `TrainConfig` (preset, tokens, devices, precision). 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.utilities.warnings import disable_possible_user_warnings
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from torch.utils.data import DataLoader, IterableDataset
@@ -51,8 +52,8 @@ RECORD = "run.json"
 CHECKPOINT = "last.ckpt"
 MODEL = "hf"
 """A kept model's folder (Hugging Face LlamaForCausalLM format) beside a run's results."""
-CHECKPOINT_FORMAT = 1
-"""Bump when the checkpoint contents change meaning, so old checkpoints are not resumed."""
+TRAINING_MODULES = ("train", "model", "loader", "export", "tokenize")
+"""The code a run's results depend on: editing it invalidates kept results and checkpoints."""
 
 # Lightning's notes that do not apply here: the data order is resumed by step (not by a
 # stateful loader), batches are generated in-process (no workers needed), a diverged step
@@ -115,7 +116,7 @@ class TrainConfig:
     devices: int | str = 1
     """Lightning devices: how many GPUs (or CPU processes) train this run."""
     strategy: str = "auto"
-    """Lightning strategy: 'auto', 'ddp', 'fsdp', ..."""
+    """Lightning strategy: 'auto' or 'ddp' (FSDP would shard what evaluation and export read)."""
     precision: str = "auto"
     """'auto': bf16-mixed on a GPU that supports it, else 32-true (fp32 on CPU)."""
     compile: bool = False
@@ -150,6 +151,9 @@ class TrainConfig:
             raise RegmixError("train: beta1 and beta2 must be in [0, 1)")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise RegmixError("train: weight_decay and grad_clip must be >= 0")
+        if "fsdp" in self.strategy.lower():
+            # Evaluation and the HF export read the unwrapped model's full parameters.
+            raise RegmixError(f"train.strategy: {self.strategy!r} is not supported; use ddp")
         if not isinstance(self.model, str | dict):
             raise RegmixError("train.model: expected a preset name or a mapping of shape fields")
         self.model_config(vocab=1)  # a bad preset name or shape fails now, not after loading
@@ -300,15 +304,10 @@ def validation_losses(
     device = next(model.parameters()).device
     losses = {}
     for domain, block in windows.items():
-        total, count = 0.0, 0
+        total = torch.zeros((), device=device)
         for chunk in block.split(batch_size):
-            chunk = chunk.to(device)
-            logits = model(chunk[:, :-1])
-            targets = chunk[:, 1:].reshape(-1)
-            flat = logits.reshape(-1, logits.size(-1)).float()
-            total += float(F.cross_entropy(flat, targets, reduction="sum"))
-            count += targets.numel()
-        losses[domain] = total / count
+            total += next_token_loss(model, chunk.to(device), reduction="sum")
+        losses[domain] = float(total) / (block.size(0) * (block.size(1) - 1))
     return losses
 
 
@@ -451,15 +450,12 @@ def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Tra
     precision = precision_for(config)
     if precision != "32-true":
         torch.set_float32_matmul_precision("high")
-    per_device = config.batch_size // (1 if single else _device_count(config))
-    micro = config.micro_batch_size or per_device
-    return L.Trainer(
+    trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
         precision=precision,
         max_steps=config.steps,
-        accumulate_grad_batches=max(1, per_device // micro),
         gradient_clip_val=config.grad_clip or None,
         callbacks=list(callbacks),
         # A single-process run ignores SLURM's variables instead of misreading its job layout.
@@ -471,14 +467,11 @@ def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Tra
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
-
-
-def _device_count(config: TrainConfig) -> int:
-    if isinstance(config.devices, int):
-        return config.devices
-    if str(config.devices).isdigit():
-        return int(config.devices)
-    return max(1, torch.cuda.device_count())
+    # Accumulate over exactly the micro-batches train_dataloader cuts each device's share into,
+    # which needs the world size Lightning settled on (devices="auto", -1, ...).
+    per_device = config.batch_size // trainer.world_size
+    trainer.accumulate_grad_batches = max(1, per_device // (config.micro_batch_size or per_device))
+    return trainer
 
 
 def describe_device(trainer: L.Trainer) -> str:
@@ -526,15 +519,18 @@ def train_mixture(
             "settings": config.fingerprint(),
             "mixture": {d: round(float(w), 12) for d, w in sorted(weights.items())},
             "data": data_fingerprint(data_dir, list(train), list(valid)),
-            "format": CHECKPOINT_FORMAT,
+            "code": code_fingerprint(),
             "keep_model": keep_model,
         }
     )
     folder = Path(work_dir) / fingerprint
-    finished = load_result(folder)
+    # Every rank of a multi-device run gets here; only rank 0 touches shared files.
+    is_global_zero = rank_zero_only.rank == 0
+    finished = load_result(folder, is_global_zero)
     if finished is not None:
         return finished
-    _remove_stale(Path(work_dir), keep=folder)
+    if is_global_zero:
+        _remove_stale(Path(work_dir), keep=folder)
     folder.mkdir(parents=True, exist_ok=True)
 
     batches = MixedBatches(train, weights, config.batch_size, config.seq_len, config.seed)
@@ -584,6 +580,13 @@ def train_mixture(
     return result
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of TRAINING_MODULES' source, so results of older training code are never reused."""
+    here = Path(__file__).parent
+    return _digest([(here / f"{module}.py").read_text() for module in TRAINING_MODULES])
+
+
 def _remove_stale(run_work_dir: Path, keep: Path) -> None:
     """Drop checkpoints and results of this run trained under other settings, mixture or data."""
     if not run_work_dir.is_dir():
@@ -599,13 +602,19 @@ def save_result(result: RunResult, folder: str | os.PathLike) -> None:
     write_json(result.record, folder / RECORD)  # written last: its presence marks "finished"
 
 
-def load_result(folder: str | os.PathLike) -> RunResult | None:
+def load_result(folder: str | os.PathLike, is_global_zero: bool = True) -> RunResult | None:
     """A finished run's results, or None if the run has not finished."""
     folder = Path(folder)
     if not (folder / RECORD).is_file() or not (folder / LOSSES).is_file():
         return None
     record = json.loads((folder / RECORD).read_text())
-    return RunResult(read_table(folder / LOSSES), record, reused=True, folder=folder)
+    return RunResult(
+        read_table(folder / LOSSES),
+        record,
+        reused=True,
+        folder=folder,
+        is_global_zero=is_global_zero,
+    )
 
 
 def export_model(model: torch.nn.Module, data_dir: str | os.PathLike, folder: Path) -> None:
@@ -655,11 +664,12 @@ def train_proxies(
     out_dir: str | os.PathLike,
     work_dir: str | os.PathLike,
     callbacks: Sequence[L.Callback] = (),
+    keep_model: bool = False,
 ) -> list[RunResult]:
     """Train several runs back to back in this process (RegMix's proxies, `proxies_per_job`).
 
     One process pays the imports and first-step costs once for all of them. A diverged run is
-    recorded and the job goes on with the next.
+    recorded and the job goes on with the next. `keep_model` also publishes each trained model.
     """
     if len(set(runs)) != len(runs):
         raise RegmixError("--runs: a run is listed twice")
@@ -667,7 +677,7 @@ def train_proxies(
     results = []
     for run in runs:
         result = train_mixture(
-            data_dir, run, mixtures[run], config, Path(work_dir) / run, callbacks
+            data_dir, run, mixtures[run], config, Path(work_dir) / run, callbacks, keep_model
         )
         if result.is_global_zero:
             publish(result, Path(out_dir) / run)
@@ -685,12 +695,9 @@ def train_final(
     work_dir: str | os.PathLike,
 ) -> RunResult:
     """Train one final model on its mixture and publish its losses, record and HF export."""
-    weights = read_mixture_weights(mixtures_path, [run])[run]
-    result = train_mixture(data_dir, run, weights, config, Path(work_dir) / run, keep_model=True)
-    if result.is_global_zero:
-        publish(result, Path(out_dir) / run)
-        print(summary_line(result), file=sys.stderr, flush=True)
-    return result
+    return train_proxies(
+        data_dir, mixtures_path, [run], config, out_dir, work_dir, keep_model=True
+    )[0]
 
 
 def summary_line(result: RunResult) -> str:
