@@ -85,7 +85,7 @@ rule predict_final:
         "results/final/predictions.parquet",
     params:
         model=input_folder("model"),
-        code=source_hash("regression", "mixtures"),
+        code=source_hash("regression", "mixtures", "runs"),
     log:
         "logs/predict_final.log",
     conda:

@@ -64,7 +64,7 @@ rule report_figures:
         target=config["target"],
         planted=planted_argument,
         out=output_folder,
-        code=source_hash("report", "mixtures", "runs", "stats"),
+        code=source_hash("report", "summary", "regression", "mixtures", "runs", "stats"),
     log:
         "logs/report_figures.log",
     conda:

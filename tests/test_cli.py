@@ -3,7 +3,9 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
+from synthetic_runs import dirichlet_weights, runs_table
 
 from regmix.cli import build_parser, main
 
@@ -49,6 +51,22 @@ def test_unknown_sampler_key_is_a_one_line_error(data_dir, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("regmix: error: --sampler: unknown key 'temprature'")
+    assert err.count("\n") == 1
+
+
+def test_summarize_names_a_duplicated_final_run_in_one_line(tmp_path, capsys):
+    runs = runs_table(dirichlet_weights(3, 2), ["web", "code"], {"web": lambda w: 3 - w[:, 0]})
+    runs["run"] = ["regmix", "prior", "prior"]
+    runs.to_parquet(tmp_path / "runs.parquet")
+    predictions = pd.DataFrame({"run": ["regmix", "prior"], "prediction": [3.0, 3.1]})
+    predictions.to_parquet(tmp_path / "predictions.parquet")
+    args = ["summarize", "--runs", str(tmp_path / "runs.parquet"), "--predictions"]
+    args += [str(tmp_path / "predictions.parquet"), "--target", "web"]
+    args += ["--out", str(tmp_path / "summary.parquet"), "--markdown", str(tmp_path / "s.md")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("regmix: error: ")
+    assert "run 'prior' appears more than once" in err
     assert err.count("\n") == 1
 
 

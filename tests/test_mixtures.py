@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from regmix.cli import main
 from regmix.errors import RegmixError
 from regmix.files import read_yaml
 from regmix.mixtures import (
@@ -145,6 +146,29 @@ def test_final_mixtures_hold_the_optimum_baselines_and_heldout_draws(
         web / stats.query("split == 'train'")["tokens"].sum()
     )
     assert rows.loc["planted", "weight.poetry"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("target: target\n", "expected a 'weights' mapping"),
+        ("weights: [legal, forum]\n", "expected a 'weights' mapping"),
+        ("- legal\n", "expected a 'weights' mapping"),
+        ("weights:\n  legal: lots\n", "weights must be numbers"),
+    ],
+)
+def test_a_planted_blend_without_weights_is_a_one_line_error(
+    text, message, data_dir, tmp_path, capsys
+):
+    optimum, planted = tmp_path / "mixture.yaml", tmp_path / "planted.yaml"
+    optimum.write_text("train:\n  legal: 0.5\n  forum: 0.5\n")
+    planted.write_text(text)
+    args = ["final-mixtures", "--stats", str(data_dir / "stats.parquet"), "--optimum"]
+    args += [str(optimum), "--planted", str(planted), "--final-tokens", "200000"]
+    assert main([*args, "--out", str(tmp_path / "final.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"regmix: error: {planted}: {message}")
+    assert err.count("\n") == 1
 
 
 def test_an_optimum_naming_an_unknown_domain_is_rejected(data_dir, tmp_path):

@@ -160,7 +160,7 @@ def test_simulation_config_rejects_a_top_k_larger_than_the_candidates():
 def test_written_yaml_has_regmix_shape_and_the_report(bowl_model, tmp_path):
     model, stats = bowl_model
     result = simulate(model, stats, 1_000_000, small(), threads=1)
-    write_simulation(result, stats, tmp_path / "mixture.yaml", tmp_path / "top.parquet")
+    write_simulation(result, tmp_path / "mixture.yaml", tmp_path / "top.parquet")
     document = yaml.safe_load((tmp_path / "mixture.yaml").read_text())
     assert list(document)[:2] == ["train", "valid"]
     assert sum(document["train"].values()) == pytest.approx(1.0, abs=1e-6)

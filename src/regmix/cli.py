@@ -352,15 +352,15 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 
 def _fit(args: argparse.Namespace) -> None:
     from regmix.regression import CV_FILE, fit_model
+    from regmix.runs import status_counts
 
     metrics = fit_model(
         args.runs, args.target, args.model, args.out, args.folds, args.seed, args.threads
     )
     if metrics["n_excluded"]:
-        counts = ", ".join(f"{n} {status}" for status, n in metrics["excluded"].items())
         print(
             f"regmix fit: excluded {metrics['n_excluded']} run(s) whose status is not ok "
-            f"({counts})",
+            f"({status_counts(metrics['excluded'])})",
             file=sys.stderr,
         )
     figures = ", ".join(
@@ -464,7 +464,7 @@ def _simulate(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap,
     )
     result = simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
-    write_simulation(result, args.stats, args.out, args.top_out)
+    write_simulation(result, args.out, args.top_out)
     print(summary_line(result.report), file=sys.stderr)
     warn_if_outside(result.report)
     if args.plot is not None:

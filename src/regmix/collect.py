@@ -18,21 +18,20 @@ import pandas as pd
 from regmix.errors import RegmixError
 from regmix.files import read_table, write_table
 from regmix.mixtures import WEIGHT, check_weights, mixture_domains
-from regmix.runs import LOSS
+from regmix.runs import LOSS, RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD
 
-LOSS_COLUMNS = ["run", "step", "tokens", "domain", "loss"]
-RECORD_COLUMNS = {
-    # runs-table column: run.json key
-    "status": "status",
-    "steps": "steps",
-    "tokens": "tokens",
-    "params": "params",
-    "params_total": "params_total",
-    "tokens_per_s": "tokens_per_s",
-    "train_seconds": "train_seconds",
-    "wall_seconds": "wall_seconds",
-    "seed": "seed",
-}
+RECORD_COLUMNS = (
+    # run.json keys copied into the runs table under the same names
+    "status",
+    "steps",
+    "tokens",
+    "params",
+    "params_total",
+    "tokens_per_s",
+    "train_seconds",
+    "wall_seconds",
+    "seed",
+)
 WEIGHT_TOLERANCE = 1e-9
 
 
@@ -43,9 +42,7 @@ def read_record(path: Path) -> dict:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RegmixError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [
-        k for k in (*RECORD_COLUMNS.values(), "weights", "settings_fingerprint") if k not in record
-    ]
+    missing = [k for k in (*RECORD_COLUMNS, "weights", "settings_fingerprint") if k not in record]
     if missing:
         raise RegmixError(f"{path}: missing key(s) {', '.join(missing)}")
     return record
@@ -78,11 +75,11 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
     for _, mixture in mixtures.iterrows():
         run = str(mixture["run"])
         folder = Path(proxy_dir) / run
-        record = read_record(folder / "run.json")
-        losses = read_table(folder / "losses.parquet", LOSS_COLUMNS)
+        record = read_record(folder / RUN_RECORD)
+        losses = read_table(folder / RUN_LOSSES, RUN_LOSS_COLUMNS)
         weights = mixture[[WEIGHT + d for d in domains]].astype(float)
         weights.index = domains
-        check_same_mixture(run, record, weights, folder / "run.json")
+        check_same_mixture(run, record, weights, folder / RUN_RECORD)
         fingerprints.setdefault(record["settings_fingerprint"], run)
         if len(fingerprints) > 1:
             first = next(iter(fingerprints.values()))
@@ -92,7 +89,7 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
             )
         row = {"run": run, **{WEIGHT + d: w for d, w in weights.items()}}
         row.update({LOSS + d: loss for d, loss in final_losses(losses).items()})
-        row.update({column: record[key] for column, key in RECORD_COLUMNS.items()})
+        row.update({key: record[key] for key in RECORD_COLUMNS})
         rows.append(row)
     table = pd.DataFrame(rows)
     loss_cols = sorted(c for c in table.columns if c.startswith(LOSS))

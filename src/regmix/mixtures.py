@@ -234,10 +234,23 @@ def weights_from_yaml(data: dict, source: str, domains: list[str]) -> pd.Series:
     unknown = sorted(set(train) - set(domains))
     if unknown:
         raise RegmixError(f"{source}: unknown training domain(s) {', '.join(unknown)}")
-    weights = pd.Series({d: float(train.get(d, 0.0)) for d in domains})
-    if (weights < 0).any() or weights.sum() <= 0:
+    try:
+        weights = pd.Series({d: float(train.get(d, 0.0)) for d in domains})
+    except (TypeError, ValueError):
+        raise RegmixError(f"{source}: weights must be numbers") from None
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise RegmixError(f"{source}: weights must be non-negative with a positive sum")
     return weights / weights.sum()
+
+
+def read_planted(path: str | os.PathLike, domains: list[str]) -> pd.Series:
+    """The planted blend of a synthetic corpus (planted.yaml's `weights: {domain: weight}`),
+    over `domains`."""
+    data = read_yaml(path)
+    blend = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(blend, dict) or not blend:
+        raise RegmixError(f"{path}: expected a 'weights' mapping of domain: weight")
+    return weights_from_yaml({"train": blend}, str(path), domains)
 
 
 def write_final_mixtures(
@@ -267,9 +280,7 @@ def write_final_mixtures(
         "uniform": uniform_weights(domains),
     }
     if planted_path is not None:
-        rows["planted"] = weights_from_yaml(
-            {"train": read_yaml(planted_path)["weights"]}, str(planted_path), domains
-        )
+        rows["planted"] = read_planted(planted_path, domains)
     if heldout:
         caps = domain_caps(tokens, final_tokens, config.max_epochs)
         draws = sample_mixtures(prior, caps, heldout, config, seed)

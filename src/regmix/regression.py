@@ -24,12 +24,13 @@ import sys
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,15 +38,16 @@ import pandas as pd
 from regmix import __version__
 from regmix.errors import RegmixError
 from regmix.files import atomic_path, read_table, write_json, write_table
-from regmix.mixtures import WEIGHT, check_weights, mixture_domains
+from regmix.mixtures import WEIGHT, check_weights, mixture_domains, mixture_table, weight_columns
 from regmix.runs import (
     REGMIX_INDEX,
     REGMIX_MIXTURE,
     Target,
     loss_domains,
     parse_target,
-    read_regmix_mixtures,
     read_runs,
+    regmix_mixture_table,
+    status_counts,
     usable_runs,
 )
 
@@ -99,6 +101,21 @@ def parallel(threads: int) -> Iterator[ThreadPoolExecutor]:
         ThreadPoolExecutor(threads) as pool,
     ):
         yield pool
+
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def parallel_map(
+    fn: Callable[[_Item], _Result], items: Iterable[_Item], threads: int
+) -> list[_Result]:
+    """`fn` of each item, in order: in this thread when `threads` <= 1, else on a `parallel`
+    pool of that many threads."""
+    if threads <= 1:
+        return [fn(item) for item in items]
+    with parallel(threads) as pool:
+        return list(pool.map(fn, items))
 
 
 # --- the regressors -------------------------------------------------------------------------
@@ -323,14 +340,11 @@ def predict_weights(
 ) -> np.ndarray:
     """Score rows in batches across threads; numpy, BLAS and LightGBM release the GIL, and
     BLAS is held to one thread per batch so the threads do not fight over the cores."""
-    if len(weights) <= batch or threads <= 1:
-        chunks = [model.predict(weights[i : i + batch]) for i in range(0, len(weights), batch)]
-        return np.concatenate(chunks) if chunks else np.empty(0)
     starts = range(0, len(weights), batch)
-    with parallel(threads) as pool:
-        return np.concatenate(
-            list(pool.map(lambda i: model.predict(weights[i : i + batch]), starts))
-        )
+    if len(starts) <= 1:
+        threads = 1  # one batch gains nothing from a pool, and keeps its multi-threaded BLAS
+    chunks = parallel_map(lambda i: model.predict(weights[i : i + batch]), starts, threads)
+    return np.concatenate(chunks) if chunks else np.empty(0)
 
 
 # --- cross-validation -----------------------------------------------------------------------
@@ -364,13 +378,7 @@ def cross_validate(
         return test, fitted.predict(weights[test])
 
     predictions = np.empty(len(target))
-    fold_list = sorted(set(folds.tolist()))
-    if threads <= 1:
-        results = map(held_out_predictions, fold_list)
-    else:
-        with parallel(threads) as pool:
-            results = list(pool.map(held_out_predictions, fold_list))
-    for test, predicted in results:
+    for test, predicted in parallel_map(held_out_predictions, sorted(set(folds.tolist())), threads):
         predictions[test] = predicted
     return predictions
 
@@ -412,7 +420,7 @@ def training_data(runs_path: str | os.PathLike, target: str) -> tuple[TrainingDa
     parsed = parse_target(target, loss_domains(runs), source)
     usable, excluded = usable_runs(runs)
     if usable.empty:
-        raise RegmixError(f"{source}: no run has status 'ok' ({_counts(excluded)})")
+        raise RegmixError(f"{source}: no run has status 'ok' ({status_counts(excluded)})")
     domains = mixture_domains(runs)
     data = TrainingData(
         runs=usable["run"].tolist(),
@@ -422,10 +430,6 @@ def training_data(runs_path: str | os.PathLike, target: str) -> tuple[TrainingDa
         excluded={str(k): int(v) for k, v in excluded.items()},
     )
     return data, parsed
-
-
-def _counts(counts: pd.Series | dict) -> str:
-    return ", ".join(f"{n} {status}" for status, n in dict(counts).items()) or "none"
 
 
 @dataclass
@@ -441,7 +445,7 @@ class FittedModel:
     def domains(self) -> list[str]:
         return list(self.spec["domains"])
 
-    @property
+    @cached_property
     def train_weights(self) -> np.ndarray:
         return self.train[[WEIGHT + d for d in self.domains]].to_numpy(dtype=float)
 
@@ -513,8 +517,7 @@ def fit_model(
         "seed": seed,
         "versions": _versions(),
     }
-    train = pd.DataFrame(data.weights, columns=[WEIGHT + d for d in data.domains])
-    train.insert(0, "run", data.runs)
+    train = mixture_table(data.runs, data.domains, data.weights)
     train["target"] = data.target
     cv = pd.DataFrame({"run": data.runs, "fold": ids, "actual": data.target, "prediction": oof})
 
@@ -562,14 +565,14 @@ def read_mixtures(path: str | os.PathLike) -> pd.DataFrame:
     """A mixture table (`run`, `weight.<domain>`; parquet or CSV, also a runs table) or a
     RegMix mixture CSV (`index`, `train_<domain>`), as a mixture table."""
     table = read_table(path)
-    if any(c.startswith(WEIGHT) for c in table.columns):
+    if weight_columns(table):
         if "run" not in table:
             raise RegmixError(f"{path}: missing column run")
         table = table.assign(run=table["run"].astype(str))
         check_weights(table, str(path))
         return table
     if REGMIX_INDEX in table and any(c.startswith(REGMIX_MIXTURE) for c in table.columns):
-        return read_regmix_mixtures(path)
+        return regmix_mixture_table(table, path)[0]
     raise RegmixError(
         f"{path}: expected a mixture table (run, {WEIGHT}<domain>...) or a RegMix mixture CSV "
         f"({REGMIX_INDEX}, {REGMIX_MIXTURE}<domain>...)"
@@ -607,6 +610,6 @@ def predict_mixtures(
     table = read_mixtures(mixtures_path)
     weights = aligned_weights(table, model.domains, str(mixtures_path))
     predictions = model.predict(weights, threads or available_threads())
-    result = pd.DataFrame({"run": table["run"].astype(str), "prediction": predictions})
+    result = pd.DataFrame({"run": table["run"], "prediction": predictions})
     write_table(result, out)
     return result

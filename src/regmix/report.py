@@ -155,6 +155,8 @@ def plot_loss_curves(
     losses: pd.DataFrame, target_weights: dict[str, float], path: str | os.PathLike
 ) -> None:
     """Validation target loss against training tokens for each final model."""
+    from regmix.summary import kind_of  # here, not at the top: summary loads scipy
+
     plt = _pyplot()
     weight = losses["domain"].map(target_weights)
     curves = (
@@ -165,8 +167,9 @@ def plot_loss_curves(
     )
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for run, curve in curves.groupby("run"):
-        kind = "regmix" if run == "regmix" else "heldout" if run.startswith("heldout") else None
-        style = {"color": KIND_COLOURS[kind]} if kind else {}
+        kind = kind_of(run)
+        # each baseline keeps a colour of its own, so that the legend tells them apart
+        style = {} if kind == "baseline" else {"color": KIND_COLOURS[kind]}
         axes.plot(
             curve["tokens"],
             curve["weighted"],
@@ -198,7 +201,8 @@ def write_report_figures(
     planted: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Draw every report figure (FIGURES) into out_dir from the workflow's artefacts."""
-    from regmix.mixtures import token_prior, weights_from_yaml
+    from regmix.mixtures import read_planted, token_prior, weights_from_yaml
+    from regmix.regression import CV_FILE, METRICS_FILE
     from regmix.runs import parse_target
     from regmix.stats import read_stats, train_tokens
 
@@ -207,17 +211,15 @@ def write_report_figures(
     domains = list(prior.index)
     plot_weight_distributions(read_table(proxy_mixtures, ["run"]), prior, out_dir / FIGURES[0])
 
-    metrics = json.loads((Path(fit_dir) / "metrics.json").read_text())
-    plot_cv(read_table(Path(fit_dir) / "cv.parquet"), metrics, out_dir / FIGURES[1])
+    metrics = json.loads((Path(fit_dir) / METRICS_FILE).read_text())
+    plot_cv(read_table(Path(fit_dir) / CV_FILE), metrics, out_dir / FIGURES[1])
 
     simulation = read_yaml(optimum)
     best = weights_from_yaml(simulation, str(optimum), domains)
     spread = simulation.get("stability", {}).get("weight_std")
     references = {}
     if planted is not None:
-        references["planted blend"] = weights_from_yaml(
-            {"train": read_yaml(planted)["weights"]}, str(planted), domains
-        )
+        references["planted blend"] = read_planted(planted, domains)
     plot_optimum(
         best,
         prior,

@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from regmix.files import read_table, write_table
 from regmix.mixtures import WEIGHT, check_weights, weight_columns
 
 LOSS = "loss."
+
+# What one trained run leaves in its folder (`regmix train-proxy`/`train-final` write it,
+# `collect-proxies` reads it): the long-format loss table and the run's record.
+RUN_LOSSES = "losses.parquet"
+RUN_RECORD = "run.json"
+RUN_LOSS_COLUMNS = ["run", "step", "tokens", "domain", "loss"]
 
 STATUS_OK = "ok"
 """The run trained to the end and every validation loss is finite."""
@@ -56,15 +63,17 @@ def _regmix_index(table: pd.DataFrame, path: Path) -> pd.Series:
     return index
 
 
-def read_regmix_mixtures(path: str | os.PathLike) -> pd.DataFrame:
-    """A RegMix mixture CSV (`index`, `train_<domain>`...) as a mixture table.
+def regmix_mixture_table(
+    raw: pd.DataFrame, path: str | os.PathLike
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A loaded RegMix mixture CSV (`index`, `train_<domain>`...) as a mixture table, and each
+    row's sum as published.
 
     RegMix publishes weights rounded to 3 decimals, so rows sum to 1 only within a few 1e-3;
     they are renormalised here (the rounding is the only thing undone) so that downstream
     checks can insist on sums of exactly 1.
     """
     path = Path(path)
-    raw = read_table(path)
     index = _regmix_index(raw, path)
     columns = [c for c in raw.columns if c.startswith(REGMIX_MIXTURE)]
     if not columns:
@@ -80,7 +89,7 @@ def read_regmix_mixtures(path: str | os.PathLike) -> pd.DataFrame:
         columns=[WEIGHT + c[len(REGMIX_MIXTURE) :] for c in columns],
     )
     table.insert(0, "run", index.to_numpy())
-    return table
+    return table, sums
 
 
 def read_regmix_losses(path: str | os.PathLike) -> pd.DataFrame:
@@ -117,7 +126,14 @@ def import_regmix_runs(
     Mixtures without a losses row are kept with status `missing` (they count as excluded
     runs later); a losses row without a mixture cannot be used and is an error.
     """
-    mixtures = read_regmix_mixtures(mixtures_csv)
+    return _join_regmix_csvs(mixtures_csv, losses_csv)[0]
+
+
+def _join_regmix_csvs(
+    mixtures_csv: str | os.PathLike, losses_csv: str | os.PathLike
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """`import_regmix_runs`, and the mixtures' row sums as published (before renormalising)."""
+    mixtures, sums = regmix_mixture_table(read_table(mixtures_csv), mixtures_csv)
     losses = read_regmix_losses(losses_csv)
     orphans = sorted(set(losses["run"]) - set(mixtures["run"]))
     if orphans:
@@ -129,30 +145,32 @@ def import_regmix_runs(
     status = run_status(runs)
     recorded = runs["run"].isin(losses["run"])
     runs["status"] = status.where(recorded, STATUS_MISSING)
-    return runs
+    return runs, sums
 
 
 def write_imported_runs(
     mixtures_csv: str | os.PathLike, losses_csv: str | os.PathLike, out: str | os.PathLike
 ) -> pd.DataFrame:
     """`regmix import-runs`: write the joined runs table and say what was renormalised."""
-    runs = import_regmix_runs(mixtures_csv, losses_csv)
-    raw = read_table(mixtures_csv)
-    sums = raw[[c for c in raw.columns if c.startswith(REGMIX_MIXTURE)]].sum(axis=1)
+    runs, sums = _join_regmix_csvs(mixtures_csv, losses_csv)
     print(
         f"regmix import-runs: {len(runs)} runs, {len(weight_columns(runs))} domains, "
         f"{len(loss_columns(runs))} losses; weights renormalised to sum to 1 "
         f"(row sums were {sums.min():.4f}..{sums.max():.4f}); "
-        f"status: {_status_counts(runs)}",
+        f"status: {status_counts(runs['status'].value_counts(), count_first=False)}",
         file=sys.stderr,
     )
     write_table(runs, out)
     return runs
 
 
-def _status_counts(runs: pd.DataFrame) -> str:
-    counts = runs["status"].value_counts()
-    return ", ".join(f"{status} {n}" for status, n in counts.items())
+def status_counts(counts: Mapping[str, int] | pd.Series, count_first: bool = True) -> str:
+    """A count of runs per status as text: '3 ok, 1 diverged', or 'ok 3, diverged 1' without
+    `count_first`; 'none' when there are no runs."""
+    text = ", ".join(
+        f"{n} {status}" if count_first else f"{status} {n}" for status, n in dict(counts).items()
+    )
+    return text or "none"
 
 
 # --- reading a runs table -------------------------------------------------------------------

@@ -47,7 +47,7 @@ from regmix.regression import (
     available_threads,
     domain_mismatch,
     load_model,
-    parallel,
+    parallel_map,
     predict_weights,
     squared_distances,
 )
@@ -130,8 +130,12 @@ class Support:
         """Rows × domains mask: weight above anything a run used (1e-9 absorbs rounding)."""
         return weights > self.max_weight + 1e-9
 
-    def contains(self, weights: np.ndarray) -> np.ndarray:
+    def contains(self, weights: np.ndarray, nearest: np.ndarray | None = None) -> np.ndarray:
+        """Mask of the rows inside the support. `nearest`: the rows' `nearest_distance` to the
+        runs, where the caller has computed it already."""
         inside = ~self.beyond_runs(weights).any(axis=1)
+        if nearest is not None:
+            return inside & (nearest <= self.radius)
         if inside.any():
             inside[inside] = nearest_distance(weights[inside], self.runs) <= self.radius
         return inside
@@ -219,13 +223,16 @@ def _score_chunk(
     predictions = predict_weights(model, weights)
     unguarded = TopK(config.top_k)
     unguarded.offer(predictions, weights)
-    competing = inside if config.guard else np.ones(len(weights), dtype=bool)
+    if config.guard:
+        competing, scores = weights[inside], predictions[inside]
+    else:
+        competing, scores = weights, predictions
     best = TopK(config.top_k)
-    best.offer(predictions[competing], weights[competing])
+    best.offer(scores, competing)
     tops = []
     for refit in refits:
         top = TopK(config.top_k)
-        top.offer(predict_weights(refit, weights[competing]), weights[competing])
+        top.offer(predict_weights(refit, competing), competing)
         tops.append(top)
     return ChunkResult(size, len(weights), int(inside.sum()), best, unguarded, tops)
 
@@ -241,18 +248,17 @@ def bootstrap_refits(model: FittedModel, count: int, seed: int, threads: int) ->
     def refit(rows: np.ndarray) -> Regressor:
         return model.regressor.warm_unfitted().fit(weights[rows], target[rows])
 
-    if threads <= 1:
-        return [refit(rows) for rows in samples]
-    with parallel(threads) as pool:
-        return list(pool.map(refit, samples))
+    return parallel_map(refit, samples, threads)
 
 
 # --- the simulation -------------------------------------------------------------------------
 
 
-def _domain_series(stats_path: str | os.PathLike, domains: list[str]) -> pd.Series:
+def _domain_series(
+    stats: pd.DataFrame, stats_path: str | os.PathLike, domains: list[str]
+) -> pd.Series:
     """Train tokens per domain in the model's domain order; the domain sets must match."""
-    tokens = train_tokens(read_stats(stats_path))
+    tokens = train_tokens(stats)
     mismatch = domain_mismatch(list(tokens.index), domains)
     if mismatch:
         raise RegmixError(f"{stats_path}: training domains differ from the model's ({mismatch})")
@@ -281,6 +287,8 @@ class Simulation:
     report: dict[str, Any]
     spread: pd.Series | None
     """Per-domain standard deviation of the bootstrap optima (None without bootstrap)."""
+    valid_domains: list[str]
+    """The validation domains of the stats table, for the `valid` block of mixture.yaml."""
 
 
 def simulate(
@@ -297,9 +305,10 @@ def simulate(
     threads = threads or available_threads()
     model = load_model(model_dir)
     domains = model.domains
-    tokens = _domain_series(stats_path, domains)
-    prior = token_prior(tokens).reindex(domains)
-    caps = domain_caps(tokens, final_tokens, sampler.max_epochs).reindex(domains)
+    stats = read_stats(stats_path)
+    tokens = _domain_series(stats, stats_path, domains)
+    prior = token_prior(tokens)  # tokens are in the model's domain order, all of them > 0
+    caps = domain_caps(tokens, final_tokens, sampler.max_epochs)
     candidates = Candidates(
         centre=sharpened_prior(prior.to_numpy(), sampler.temperature),
         caps=caps.to_numpy(),
@@ -315,12 +324,7 @@ def simulate(
         index, size = job
         return _score_chunk(candidates, index, size, model.regressor, refits, support, config)
 
-    jobs = list(enumerate(candidates.sizes()))
-    if threads <= 1:
-        results = [score(job) for job in jobs]
-    else:
-        with parallel(threads) as pool:
-            results = list(pool.map(score, jobs))
+    results = parallel_map(score, list(enumerate(candidates.sizes())), threads)
 
     best, unguarded = TopK(config.top_k), TopK(config.top_k)
     boot = [TopK(config.top_k) for _ in refits]
@@ -372,8 +376,8 @@ def simulate(
     )
     top["prediction"] = best.predictions
     top["nearest_run"] = nearest_distance(best.weights, support.runs)
-    top["inside_support"] = support.contains(best.weights)
-    return Simulation(domains, optimum, predicted, top, prior, report, spread)
+    top["inside_support"] = support.contains(best.weights, top["nearest_run"].to_numpy())
+    return Simulation(domains, optimum, predicted, top, prior, report, spread, valid_domains(stats))
 
 
 def _support_report(
@@ -426,13 +430,12 @@ def outside_support(report: dict[str, Any]) -> bool:
 
 def write_simulation(
     simulation: Simulation,
-    stats_path: str | os.PathLike,
     out: str | os.PathLike,
     top_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write mixture.yaml (RegMix's shape plus the report) and optionally the top-k table."""
     weights = pd.Series(simulation.optimum, index=simulation.domains)
-    document = {**regmix_yaml(weights, valid_domains(read_stats(stats_path))), **simulation.report}
+    document = {**regmix_yaml(weights, simulation.valid_domains), **simulation.report}
     if top_out is not None:
         write_table(simulation.top, top_out)
     write_yaml(document, out)

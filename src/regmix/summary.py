@@ -17,8 +17,8 @@ from scipy.stats import spearmanr
 
 from regmix.errors import RegmixError
 from regmix.files import read_table, read_yaml, write_table, write_text
-from regmix.mixtures import WEIGHT, mixture_domains, weights_from_yaml
-from regmix.runs import STATUS_OK, loss_domains, parse_target
+from regmix.mixtures import WEIGHT, mixture_domains, read_planted
+from regmix.runs import STATUS_OK, loss_domains, parse_target, read_runs
 
 BASELINES = ("prior", "uniform", "planted")
 
@@ -159,15 +159,11 @@ def summarize_final(
     metrics_path: str | os.PathLike | None = None,
 ) -> Verdict:
     """Write summary.parquet and summary.md for the final runs; return the verdict."""
-    runs = read_table(runs_path, ["run", "status"])
-    runs["run"] = runs["run"].astype(str)
+    runs = read_runs(runs_path)
     predictions = read_table(predictions_path, ["run", "prediction"])
     planted = None
     if planted_path is not None:
-        blend = read_yaml(planted_path)
-        planted = weights_from_yaml(
-            {"train": blend["weights"]}, str(planted_path), mixture_domains(runs)
-        )
+        planted = read_planted(planted_path, mixture_domains(runs))
     cv = read_yaml(metrics_path) if metrics_path is not None else None
     table = summary_table(runs, predictions, target, planted)
     result = verdict(table)

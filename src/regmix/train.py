@@ -45,10 +45,8 @@ from regmix.loader import MixedBatches, open_shards, read_sidecar, shard_path, v
 from regmix.loader import validation_windows as make_validation_windows
 from regmix.mixtures import WEIGHT, check_weights, mixture_domains
 from regmix.model import ModelConfig, Transformer, next_token_loss
-from regmix.runs import STATUS_DIVERGED, STATUS_OK
+from regmix.runs import RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD, STATUS_DIVERGED, STATUS_OK
 
-LOSSES = "losses.parquet"
-RECORD = "run.json"
 CHECKPOINT = "last.ckpt"
 MODEL = "hf"
 """A kept model's folder (Hugging Face LlamaForCausalLM format) beside a run's results."""
@@ -489,7 +487,7 @@ def loss_table(run: str, evaluations: list[dict], tokens_per_step: int) -> pd.Da
         for e in evaluations
         for domain, loss in e["losses"].items()
     ]
-    table = pd.DataFrame(rows, columns=["run", "step", "tokens", "domain", "loss"])
+    table = pd.DataFrame(rows, columns=RUN_LOSS_COLUMNS)
     return table.astype({"step": "int64", "tokens": "int64", "loss": "float64"})
 
 
@@ -598,18 +596,18 @@ def _remove_stale(run_work_dir: Path, keep: Path) -> None:
 
 def save_result(result: RunResult, folder: str | os.PathLike) -> None:
     folder = Path(folder)
-    write_table(result.losses, folder / LOSSES)
-    write_json(result.record, folder / RECORD)  # written last: its presence marks "finished"
+    write_table(result.losses, folder / RUN_LOSSES)
+    write_json(result.record, folder / RUN_RECORD)  # written last: its presence marks "finished"
 
 
 def load_result(folder: str | os.PathLike, is_global_zero: bool = True) -> RunResult | None:
     """A finished run's results, or None if the run has not finished."""
     folder = Path(folder)
-    if not (folder / RECORD).is_file() or not (folder / LOSSES).is_file():
+    if not (folder / RUN_RECORD).is_file() or not (folder / RUN_LOSSES).is_file():
         return None
-    record = json.loads((folder / RECORD).read_text())
+    record = json.loads((folder / RUN_RECORD).read_text())
     return RunResult(
-        read_table(folder / LOSSES),
+        read_table(folder / RUN_LOSSES),
         record,
         reused=True,
         folder=folder,
