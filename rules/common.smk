@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 from regmix.corpus import EXTENSIONS
 from regmix.mixtures import run_names
+from regmix.train_config import TRAINING_MODULES
 
 
 def validate_config():
@@ -53,9 +54,6 @@ def source_hash(*modules):
     return digest.hexdigest()[:16]
 
 
-# The modules a training run depends on, as regmix.train.TRAINING_MODULES lists them (not
-# imported from there: that would load torch and Lightning to parse the workflow).
-TRAINING_MODULES = ("train", "model", "loader", "export", "tokenize")
 
 
 def as_json(mapping):

@@ -6,8 +6,6 @@ import torch.nn.functional as F
 
 from regmix.errors import RegmixError
 from regmix.model import (
-    PRESETS,
-    ModelConfig,
     RMSNorm,
     RotaryEmbedding,
     Transformer,
@@ -15,6 +13,7 @@ from regmix.model import (
     count_parameters,
     next_token_loss,
 )
+from regmix.model_config import PRESETS, ModelConfig
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=16, intermediate_size=24, vocab_size=50)
 

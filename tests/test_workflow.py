@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -149,14 +148,3 @@ def test_embedded_default_config_is_valid():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
     TrainConfig(**{k: v for k, v in config["proxy"].items() if k not in WORKFLOW_KEYS})
-
-
-def test_rules_hash_the_modules_a_training_run_depends_on():
-    from regmix.train import TRAINING_MODULES
-
-    line = next(
-        line
-        for line in (REPO / "rules/common.smk").read_text().splitlines()
-        if line.startswith("TRAINING_MODULES = ")
-    )
-    assert ast.literal_eval(line.split("=", 1)[1].strip()) == TRAINING_MODULES

@@ -236,7 +236,7 @@ def _presets(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from regmix.loader import vocab_size
-    from regmix.model import PRESETS, ModelConfig
+    from regmix.model_config import PRESETS, ModelConfig
 
     vocab = vocab_size(args.data) if args.data is not None else args.vocab
     rows = []

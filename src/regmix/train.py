@@ -16,7 +16,6 @@ models differ only in their `TrainConfig` (preset, tokens, devices, precision). 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -44,14 +43,14 @@ from regmix.files import read_table, write_json, write_table
 from regmix.loader import MixedBatches, open_shards, read_sidecar, shard_path, vocab_size
 from regmix.loader import validation_windows as make_validation_windows
 from regmix.mixtures import WEIGHT, check_weights, mixture_domains
-from regmix.model import ModelConfig, Transformer, next_token_loss
+from regmix.model import Transformer, next_token_loss
+from regmix.model_config import ModelConfig
 from regmix.runs import RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD, STATUS_DIVERGED, STATUS_OK
+from regmix.train_config import TRAINING_MODULES, TrainConfig, digest
 
 CHECKPOINT = "last.ckpt"
 MODEL = "hf"
 """A kept model's folder (Hugging Face LlamaForCausalLM format) beside a run's results."""
-TRAINING_MODULES = ("train", "model", "loader", "export", "tokenize")
-"""The code a run's results depend on: editing it invalidates kept results and checkpoints."""
 
 # Lightning's notes that do not apply here: the data order is resumed by step (not by a
 # stateful loader), batches are generated in-process (no workers needed), a diverged step
@@ -65,118 +64,6 @@ for _message in (
     ".*The `srun` command is available on your system but is not used.*",
 ):
     warnings.filterwarnings("ignore", message=_message)
-
-SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How one run is trained; the workflow passes its proxy (or final) config section."""
-
-    model: str | dict = "demo_proxy"
-    """A preset name from `regmix presets`, or a mapping of `ModelConfig` shape fields."""
-    seq_len: int = 256
-    """Tokens per training window (the model sees seq_len and predicts the next of each)."""
-    batch_size: int = 16
-    """Windows per optimizer step, over all devices."""
-    micro_batch_size: int | None = None
-    """Windows per forward pass and device; gradients accumulate up to batch_size (None: no
-    accumulation)."""
-    steps: int = 100
-    """Optimizer steps; the run trains on steps × batch_size × seq_len tokens."""
-    lr: float = 4e-4
-    """Peak learning rate (RegMix: 4e-4)."""
-    schedule: str = "constant"
-    """'constant' after warmup (RegMix's proxies) or 'cosine' decay to min_lr (its 1B runs)."""
-    warmup_steps: int = 0
-    """Linear warmup from 0 to lr over this many steps."""
-    min_lr: float = 1e-5
-    """Learning rate at the end of the cosine schedule."""
-    weight_decay: float = 0.1
-    """AdamW weight decay, applied to every parameter as TinyLlama does."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.95
-    """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the gradient's global norm to this (0: no clipping)."""
-    eval_every: int = 0
-    """Evaluate every validation domain every this many steps (0: only at the end)."""
-    eval_windows: int = 16
-    """Fixed validation windows per domain (the same for every run)."""
-    checkpoint_every: int = 0
-    """Checkpoint every this many steps into the work folder (0: never)."""
-    seed: int = 0
-    """Seeds the initial weights and the data order; RegMix trains every proxy with one seed."""
-    accelerator: str = "auto"
-    """Lightning accelerator: 'auto' (a GPU when present), 'cpu', 'gpu'."""
-    devices: int | str = 1
-    """Lightning devices: how many GPUs (or CPU processes) train this run."""
-    strategy: str = "auto"
-    """Lightning strategy: 'auto' or 'ddp' (FSDP would shard what evaluation and export read)."""
-    precision: str = "auto"
-    """'auto': bf16-mixed on a GPU that supports it, else 32-true (fp32 on CPU)."""
-    compile: bool = False
-    """torch.compile the model (faster steps, tens of seconds of compilation per process)."""
-
-    def __post_init__(self) -> None:
-        positive = ("seq_len", "batch_size", "steps", "eval_windows")
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise RegmixError(
-                    f"train.{name}: must be an integer >= 1, got {getattr(self, name)!r}"
-                )
-        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise RegmixError(
-                    f"train.{name}: must be an integer >= 0, got {getattr(self, name)!r}"
-                )
-        if self.micro_batch_size is not None and (
-            self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
-        ):
-            raise RegmixError(
-                f"train.micro_batch_size: must divide batch_size ({self.batch_size}), "
-                f"got {self.micro_batch_size}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise RegmixError(f"train.schedule: expected one of {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise RegmixError(f"train.precision: expected one of {', '.join(PRECISIONS)}")
-        if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
-            raise RegmixError("train: need lr > 0 and 0 <= min_lr <= lr")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise RegmixError("train: beta1 and beta2 must be in [0, 1)")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise RegmixError("train: weight_decay and grad_clip must be >= 0")
-        if "fsdp" in self.strategy.lower():
-            # Evaluation and the HF export read the unwrapped model's full parameters.
-            raise RegmixError(f"train.strategy: {self.strategy!r} is not supported; use ddp")
-        if not isinstance(self.model, str | dict):
-            raise RegmixError("train.model: expected a preset name or a mapping of shape fields")
-        self.model_config(vocab=1)  # a bad preset name or shape fails now, not after loading
-
-    def model_config(self, vocab: int) -> ModelConfig:
-        """The model to build for a vocabulary of `vocab` tokens."""
-        if isinstance(self.model, str):
-            return ModelConfig.from_preset(self.model, vocab, max_seq_len=self.seq_len)
-        shape = dict(self.model)
-        unknown = sorted(set(shape) - set(ModelConfig.__dataclass_fields__) - {"vocab_size"})
-        if unknown:
-            raise RegmixError(f"train.model: unknown key {unknown[0]!r}")
-        shape.update(vocab_size=vocab, max_seq_len=self.seq_len)
-        try:
-            return ModelConfig(**shape)
-        except TypeError as exc:
-            raise RegmixError(f"train.model: {exc}") from exc
-
-    def fingerprint(self) -> str:
-        """Hash of every setting: equal fingerprints train identically."""
-        return _digest(asdict(self))
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -425,12 +312,7 @@ def data_fingerprint(
         for split, domains in (("train", train), ("valid", valid))
         for domain in domains
     }
-    return _digest(sidecars)
-
-
-def _digest(value) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(sidecars)
 
 
 def precision_for(config: TrainConfig) -> str:
@@ -512,7 +394,7 @@ def train_mixture(
     train = open_shards(data_dir, "train", list(weights))
     vocab = vocab_size(data_dir)
     model_config = config.model_config(vocab)
-    fingerprint = _digest(
+    fingerprint = digest(
         {
             "settings": config.fingerprint(),
             "mixture": {d: round(float(w), 12) for d, w in sorted(weights.items())},
@@ -582,7 +464,7 @@ def train_mixture(
 def code_fingerprint() -> str:
     """Hash of TRAINING_MODULES' source, so results of older training code are never reused."""
     here = Path(__file__).parent
-    return _digest([(here / f"{module}.py").read_text() for module in TRAINING_MODULES])
+    return digest([(here / f"{module}.py").read_text() for module in TRAINING_MODULES])
 
 
 def _remove_stale(run_work_dir: Path, keep: Path) -> None:
