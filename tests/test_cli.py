@@ -71,7 +71,7 @@ def test_summarize_names_a_duplicated_final_run_in_one_line(tmp_path, capsys):
 
 
 def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
-    from regmix.cli import _granted_devices
+    from regmix.cli.training import _granted_devices
     from regmix.train import TrainConfig
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
@@ -81,7 +81,7 @@ def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
 
 
 def test_a_job_without_gpu_flag_keeps_its_settings():
-    from regmix.cli import _granted_devices
+    from regmix.cli.training import _granted_devices
     from regmix.train import TrainConfig
 
     with _granted_devices(None, TrainConfig(accelerator="auto")) as config:

@@ -1,0 +1,61 @@
+"""`regmix <command>`: the command line the workflow's rules call.
+
+Each command parses its arguments and calls one library function. The commands live in
+modules by stage; library modules are imported inside the handlers so that `regmix --help`
+and light commands do not pay for importing torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from regmix import __version__
+from regmix.cli import cluster, data, final, regression, training
+from regmix.errors import RegmixError
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    # in pipeline order, as `regmix --help` lists them
+    data.add_synth_corpus,
+    data.add_prepare,
+    data.add_sample_mixtures,
+    training.add_train_proxy,
+    training.add_collect_proxies,
+    regression.add_import_runs,
+    regression.add_fit,
+    regression.add_predict,
+    regression.add_simulate,
+    final.add_final_mixtures,
+    training.add_train_final,
+    final.add_summarize,
+    final.add_report,
+    data.add_presets,
+    cluster.add_install_profile,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regmix",
+        description="RegMix: choose a pre-training data mixture by regression on proxy runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"regmix {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="<command>", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except RegmixError as exc:
+        print(f"regmix: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("regmix: interrupted", file=sys.stderr)
+        return 130
+    return 0

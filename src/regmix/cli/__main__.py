@@ -1,0 +1,5 @@
+import sys
+
+from regmix.cli import main
+
+sys.exit(main())

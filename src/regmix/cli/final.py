@@ -1,0 +1,116 @@
+"""Commands for the final stage: its mixtures, the summary and the report's figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from regmix.cli.args import dataclass_from, json_object
+
+
+def add_final_mixtures(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "final-mixtures",
+        help="the final model's mixtures: RegMix's optimum, baselines and held-out mixtures",
+        description="Write a mixture table with rows regmix (the optimum), prior (token shares), "
+        "uniform, planted (synthetic corpus only) and heldout<k> (fresh proxy-sampler draws, "
+        "used to check that the proxies' ranking transfers to the final scale).",
+    )
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--optimum", type=Path, required=True, help="mixture.yaml from `simulate`")
+    p.add_argument("--planted", type=Path, help="planted.yaml of a synthetic corpus")
+    p.add_argument("--heldout", type=int, default=0, help="number of held-out mixtures")
+    p.add_argument("--final-tokens", type=float, required=True)
+    p.add_argument("--seed", type=int, default=1042, help="sampler seed for held-out mixtures")
+    p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_final_mixtures)
+
+
+def _final_mixtures(args: argparse.Namespace) -> None:
+    from regmix.mixtures import SamplerConfig, write_final_mixtures
+
+    config = dataclass_from(SamplerConfig, args.sampler, "--sampler")
+    write_final_mixtures(
+        args.stats,
+        args.optimum,
+        args.planted,
+        args.heldout,
+        args.final_tokens,
+        config,
+        args.seed,
+        args.out,
+    )
+
+
+def add_summarize(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "summarize",
+        help="compare the final models and check that the proxy ranking transferred",
+        description="From the final runs table and the regressor's predictions for the final "
+        "mixtures, write summary.parquet (one row per final model: target loss, prediction, "
+        "every domain's loss, L1 distance to the planted blend) and summary.md.",
+    )
+    p.add_argument("--runs", type=Path, required=True, help="final runs table (.parquet)")
+    p.add_argument("--predictions", type=Path, required=True, help="`predict` output")
+    p.add_argument("--target", required=True)
+    p.add_argument("--planted", type=Path, help="planted.yaml of a synthetic corpus")
+    p.add_argument("--metrics", type=Path, help="the regressor's metrics.json (CV figures)")
+    p.add_argument("--out", type=Path, required=True, help="summary table (.parquet)")
+    p.add_argument("--markdown", type=Path, required=True, help="summary page (.md)")
+    p.set_defaults(handler=_summarize)
+
+
+def _summarize(args: argparse.Namespace) -> None:
+    from regmix.summary import summarize_final
+
+    verdict = summarize_final(
+        args.runs,
+        args.predictions,
+        args.target,
+        args.out,
+        args.markdown,
+        args.planted,
+        args.metrics,
+    )
+    wins = ", ".join(
+        f"{'beats' if won else 'LOSES TO'} {name}" for name, won in verdict.beats.items()
+    )
+    print(f"regmix summarize: RegMix {wins}; summary: {args.markdown}", file=sys.stderr)
+
+
+def add_report(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="draw the report's figures",
+        description="Proxy weight distributions, out-of-fold predicted vs actual loss, the "
+        "optimum vs the prior (and planted blend), final models' target losses, and their "
+        "validation-loss curves, as PNGs in --out-dir.",
+    )
+    p.add_argument("--proxy-mixtures", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--fit", type=Path, required=True, help="the chosen regressor's folder")
+    p.add_argument("--optimum", type=Path, required=True, help="mixture.yaml from `simulate`")
+    p.add_argument("--summary", type=Path, required=True, help="summary.parquet")
+    p.add_argument("--final-losses", type=Path, nargs="+", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--planted", type=Path)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from regmix.report import write_report_figures
+
+    write_report_figures(
+        args.proxy_mixtures,
+        args.stats,
+        args.fit,
+        args.optimum,
+        args.summary,
+        args.final_losses,
+        args.target,
+        args.out_dir,
+        args.planted,
+    )

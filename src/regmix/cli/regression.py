@@ -1,0 +1,193 @@
+"""Commands for regression: importing runs, fitting, predicting and simulating the optimum."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from regmix.cli.args import add_threads_argument, dataclass_from, json_object
+
+
+def add_import_runs(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "import-runs",
+        help="import RegMix's published mixture and loss CSVs as a runs table",
+        description="Join a RegMix mixture CSV (index, train_<domain>...) and loss CSV (index, "
+        "metric/<domain>_val_loss...) on index into a runs table: run, weight.<domain>..., "
+        "loss.<domain>..., status (ok, diverged where a loss is NaN/inf, missing where a "
+        "mixture has no losses). RegMix rounds weights to 3 decimals; rows are renormalised.",
+    )
+    p.add_argument("--mixtures", type=Path, required=True, help="RegMix mixture CSV")
+    p.add_argument("--losses", type=Path, required=True, help="RegMix loss CSV")
+    p.add_argument("--out", type=Path, required=True, help="runs table (.parquet)")
+    p.set_defaults(handler=_import_runs)
+
+
+def _import_runs(args: argparse.Namespace) -> None:
+    from regmix.runs import write_imported_runs
+
+    write_imported_runs(args.mixtures, args.losses, args.out)
+
+
+FIT_MODELS = {
+    "gp": "Gaussian process on log-weights (ARD RBF + white noise); the default: best CV "
+    "Spearman on RegMix's 512 runs",
+    "lightgbm": "LightGBM with RegMix's settings (1000 trees, lr 0.01), no early stopping",
+    "linear": "ridge, alpha by inner 5-fold CV from 1e-3..1e3 (RegMix's linear)",
+    "mixlaw": "data-mixing law c + k*exp(sum t_j w_j) (Ye et al. 2024)",
+}
+"""`regmix.regression.MODELS`, listed here so that `regmix --help` need not import it."""
+
+
+def add_fit(commands: argparse._SubParsersAction) -> None:
+    models = "; ".join(f"{name}: {summary}" for name, summary in FIT_MODELS.items())
+    p = commands.add_parser(
+        "fit",
+        help="regress a target loss on mixture weights, with k-fold cross-validation",
+        description="Fit a regressor on the runs with status ok and write DIR/model.joblib, "
+        "model.json (target, domains, versions), train.parquet (the runs it saw), cv.parquet "
+        "(out-of-fold run, fold, actual, prediction) and metrics.json (spearman, pearson, mse, "
+        f"n_runs, n_excluded, ...). Models: {models}.",
+    )
+    p.add_argument("--runs", type=Path, required=True, help="runs table (.parquet)")
+    p.add_argument(
+        "--target",
+        required=True,
+        help="a loss domain (pile_cc for loss.pile_cc), 'mean' (all loss columns), or a "
+        "weighted list a:0.5,b:0.5",
+    )
+    p.add_argument("--model", default="gp", choices=list(FIT_MODELS), help="default: gp")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the model")
+    add_threads_argument(p)
+    p.add_argument("--plot", type=Path, help="also write predicted-vs-actual (out-of-fold) PNG")
+    p.set_defaults(handler=_fit)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from regmix.regression import CV_FILE, fit_model
+    from regmix.runs import status_counts
+
+    metrics = fit_model(
+        args.runs, args.target, args.model, args.out, args.folds, args.seed, args.threads
+    )
+    if metrics["n_excluded"]:
+        print(
+            f"regmix fit: excluded {metrics['n_excluded']} run(s) whose status is not ok "
+            f"({status_counts(metrics['excluded'])})",
+            file=sys.stderr,
+        )
+    figures = ", ".join(
+        f"{key} {metrics[key]:.4f}" if metrics[key] is not None else f"{key} n/a"
+        for key in ("spearman", "pearson", "mse")
+    )
+    print(
+        f"regmix fit: {metrics['model']} on {metrics['n_runs']} runs, target {metrics['target']}: "
+        f"{metrics['folds']}-fold CV {figures}",
+        file=sys.stderr,
+    )
+    if args.plot is not None:
+        from regmix.files import read_table
+        from regmix.report import plot_cv
+
+        plot_cv(read_table(args.out / CV_FILE), metrics, args.plot)
+
+
+def add_predict(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "predict",
+        help="predict the target loss of mixtures with a fitted model",
+        description="Write run, prediction for every mixture of a mixture/runs table (.parquet) "
+        "or a RegMix mixture CSV (index, train_<domain>...). Its domains must be the model's.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="model folder from `fit`")
+    p.add_argument("--mixtures", type=Path, required=True, help="mixtures to score")
+    p.add_argument("--out", type=Path, required=True, help="predictions (.parquet)")
+    add_threads_argument(p)
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from regmix.regression import predict_mixtures
+
+    predict_mixtures(args.model, args.mixtures, args.out, args.threads)
+
+
+def add_simulate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "simulate",
+        help="score candidate mixtures with a fitted model and average the best: the optimum",
+        description="Draw candidates with the proxy sampler around the token prior, keep those "
+        "within the per-domain caps (max epochs at the final budget) and inside the proxy runs' "
+        "support, predict, and average the top-k. Writes RegMix's YAML (train: {domain: "
+        "weight}, valid) plus predicted_loss, target, model, the support (extrapolation) report "
+        "and the bootstrap stability of the optimum.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="model folder from `fit`")
+    p.add_argument("--stats", type=Path, required=True, help="stats.parquet from `prepare`")
+    p.add_argument("--final-tokens", type=float, required=True, help="final-model token budget")
+    p.add_argument(
+        "--max-epochs", type=float, help="cap on repetitions per domain (default: the sampler's)"
+    )
+    p.add_argument("--candidates", type=int, default=1_000_000, help="default 1000000")
+    p.add_argument("--top-k", type=int, default=100, help="candidates averaged (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bootstrap", type=int, default=5, help="refits for the stability figure (0: skip)"
+    )
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="let candidates outside the proxy runs' support compete (still reported)",
+    )
+    p.add_argument(
+        "--support-quantile",
+        type=float,
+        default=1.0,
+        help="support radius = this quantile of the runs' nearest-run distances (default 1)",
+    )
+    p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
+    add_threads_argument(p)
+    p.add_argument("--out", type=Path, required=True, help="mixture.yaml to write")
+    p.add_argument("--top-out", type=Path, help="top-k candidates table (.parquet)")
+    p.add_argument("--plot", type=Path, help="also write the optimum-vs-prior PNG")
+    p.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from regmix.mixtures import SamplerConfig
+    from regmix.simulate import (
+        SimulationConfig,
+        simulate,
+        summary_line,
+        warn_if_outside,
+        write_simulation,
+    )
+
+    sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
+    if args.max_epochs is not None:
+        sampler = replace(sampler, max_epochs=args.max_epochs)
+    config = SimulationConfig(
+        candidates=args.candidates,
+        top_k=args.top_k,
+        seed=args.seed,
+        guard=not args.no_guard,
+        support_quantile=args.support_quantile,
+        bootstrap=args.bootstrap,
+    )
+    result = simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
+    write_simulation(result, args.out, args.top_out)
+    print(summary_line(result.report), file=sys.stderr)
+    warn_if_outside(result.report)
+    if args.plot is not None:
+        import pandas as pd
+
+        from regmix.report import plot_optimum
+
+        title = f"{result.report['model']} optimum for {result.report['target']}"
+        optimum = pd.Series(result.optimum, index=result.domains)
+        plot_optimum(optimum, result.prior, args.plot, result.spread, title)
