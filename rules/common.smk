@@ -6,26 +6,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
+from regmix.config import SCHEMA, read_schema, validate
 from regmix.corpus import EXTENSIONS
+from regmix.errors import RegmixError
 from regmix.mixtures import run_names
 from regmix.train_config import TRAINING_MODULES
 
 
 def validate_config():
-    """Validate against config/schema.yaml (filling defaults), failing in one readable line.
+    """Coerce, validate and fill defaults (regmix.config), failing in one line naming the key.
 
-    Snakemake's own message prints the whole schema; a user needs the key and the problem.
+    Snakemake's own validate prints the whole schema; a user needs the key and the problem.
     """
     try:
-        validate(config, schema="../config/schema.yaml", set_default=True)
-    except WorkflowError as error:
-        cause = error.__context__
-        if not hasattr(cause, "absolute_path"):
-            raise
-        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-        raise WorkflowError(f"config key {key}: {cause.message}") from None
+        validate(config, read_schema(Path(workflow.basedir) / SCHEMA))
+    except RegmixError as error:
+        raise WorkflowError(str(error)) from None
 
 
 validate_config()
@@ -116,7 +113,7 @@ class ProxyBatch(NamedTuple):
 
 
 def proxy_runs():
-    return run_names(config["mixtures"]["n"])
+    return run_names(sum(config["mixtures"]["rounds"]))
 
 
 def proxy_batches():
@@ -128,7 +125,7 @@ def proxy_batches():
         yield ProxyBatch(name, chunk)
 
 
-WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout")
+WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout", "check_optimum")
 
 
 def train_settings(section):
@@ -143,7 +140,7 @@ def srun_resources(gpus):
 
 def sampler_settings():
     """The mixtures section minus what the CLI takes as its own flags."""
-    return {k: v for k, v in config["mixtures"].items() if k not in ("n", "seed")}
+    return {k: v for k, v in config["mixtures"].items() if k not in ("rounds", "seed")}
 
 
 def final_tokens():

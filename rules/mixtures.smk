@@ -8,7 +8,7 @@ rule sample_mixtures:
         table="results/mixtures/proxy.parquet",
         yaml=directory("results/mixtures/proxy"),
     params:
-        n=config["mixtures"]["n"],
+        n=sum(config["mixtures"]["rounds"]),
         seed=config["mixtures"]["seed"],
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),

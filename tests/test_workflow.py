@@ -17,7 +17,7 @@ from regmix.mixtures import check_weights
 from regmix.train import TrainConfig
 
 # Keys of a training section that steer the workflow, not the training (rules/common.smk).
-WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout")
+WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout", "check_optimum")
 
 pytestmark = pytest.mark.workflow
 
@@ -109,10 +109,10 @@ def test_second_invocation_has_nothing_to_do(finished):
     ("text", "message"),
     [
         (
-            "mixtures:\n  n: 4\n  temprature: 0.5\n",
+            "mixtures:\n  rounds: [4]\n  temprature: 0.5\n",
             "config key mixtures: Additional properties are not allowed ('temprature'",
         ),
-        ("mixtures:\n  n: many\n", "config key mixtures.n: 'many' is not of type 'integer'"),
+        ("mixtures:\n  rounds: [many]\n", "config key mixtures.rounds.0: 'many' is not of type 'integer'"),
     ],
     ids=["unknown key", "wrong type"],
 )
@@ -127,7 +127,7 @@ def test_bad_config_fails_in_one_line_naming_the_key(tmp_path, text, message):
 def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
     corpus = shutil.copytree(corpus_dir, tmp_path / "my_corpus")
     config = tmp_path / "user.yaml"
-    config.write_text(f"corpus:\n  path: {corpus}\nmixtures:\n  n: 4\n")
+    config.write_text(f"corpus:\n  path: {corpus}\nmixtures:\n  rounds: [4]\n")
     result = snakemake(tmp_path, "results/data/stats.parquet", config=config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (tmp_path / "results/corpus").exists()
