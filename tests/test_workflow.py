@@ -112,7 +112,10 @@ def test_second_invocation_has_nothing_to_do(finished):
             "mixtures:\n  rounds: [4]\n  temprature: 0.5\n",
             "config key mixtures: Additional properties are not allowed ('temprature'",
         ),
-        ("mixtures:\n  rounds: [many]\n", "config key mixtures.rounds.0: 'many' is not of type 'integer'"),
+        (
+            "mixtures:\n  rounds: [many]\n",
+            "config key mixtures.rounds.0: 'many' is not of type 'integer'",
+        ),
     ],
     ids=["unknown key", "wrong type"],
 )
