@@ -28,16 +28,8 @@ import numpy as np
 import pandas as pd
 
 from regmix.mixtures import SamplerConfig
-from regmix.regression import (
-    DEFAULT_MODEL,
-    MODELS,
-    cross_validate,
-    cv_metrics,
-    fit_model,
-    fold_ids,
-    make_model,
-    training_data,
-)
+from regmix.regression import cross_validate, cv_metrics, fit_model, fold_ids, training_data
+from regmix.regressors import DEFAULT_MODEL, MODELS, make_model
 from regmix.runs import write_imported_runs
 from regmix.simulate import SimulationConfig, simulate
 

@@ -5,24 +5,27 @@ import pandas as pd
 import pytest
 from synthetic_runs import PILE_LOSSES, PILE_MISSING, PILE_MIXTURES, dirichlet_weights, runs_table
 
-from regmix.cli import FIT_MODELS, main
+from regmix.cli import main
+from regmix.cli.regression import FIT_MODELS
 from regmix.errors import RegmixError
 from regmix.mixtures import WEIGHT
 from regmix.regression import (
-    DEFAULT_MODEL,
-    MODELS,
-    GaussianProcess,
-    MixingLaw,
-    RidgeRegression,
     cross_validate,
     cv_metrics,
     fit_model,
     fold_ids,
     load_model,
-    make_model,
     predict_mixtures,
-    predict_weights,
     training_data,
+)
+from regmix.regressors import (
+    DEFAULT_MODEL,
+    MODELS,
+    GaussianProcess,
+    MixingLaw,
+    RidgeRegression,
+    make_model,
+    predict_weights,
 )
 from regmix.runs import STATUS_DIVERGED, import_regmix_runs
 

@@ -89,7 +89,6 @@ def _scalar(text: str, types: set[str]) -> Any:
     return text
 
 
-
 def coerce(value: Any, schema: Mapping, root: Mapping | None = None) -> Any:
     """A copy of `value` with strings converted where the schema wants a number, a boolean or
     null and does not also accept a string."""

@@ -40,17 +40,9 @@ from regmix.mixtures import (
     token_prior,
     within_caps,
 )
-from regmix.regression import (
-    KERNEL_BLOCK,
-    FittedModel,
-    Regressor,
-    available_threads,
-    domain_mismatch,
-    load_model,
-    parallel_map,
-    predict_weights,
-    squared_distances,
-)
+from regmix.parallel import KERNEL_BLOCK, available_threads, parallel_map, squared_distances
+from regmix.regression import FittedModel, domain_mismatch, load_model
+from regmix.regressors import Regressor, predict_weights
 from regmix.stats import read_stats, train_tokens, valid_domains
 
 

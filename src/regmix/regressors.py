@@ -1,0 +1,287 @@
+"""The regressors: models of a target loss as a function of mixture weights.
+
+Every regressor takes raw mixture weights (rows summing to 1) and applies its own transform,
+so callers never need to know which features a model uses. Hyper-parameters are chosen on
+the runs a model is fitted on and nowhere else: ridge's alpha by an inner 5-fold CV, the
+Gaussian process's kernel by its marginal likelihood.
+
+Models (`MODELS`; `DEFAULT_MODEL` is `gp`, the most accurate on RegMix's 512 runs):
+- `linear`: ridge on the weights, alpha from {1e-3 … 1e3} by 5-fold CV (the paper's).
+- `lightgbm`: the paper's settings, 1000 trees at learning rate 1e-2, no early stopping.
+- `mixlaw`: Ye et al.'s data-mixing law, loss = c + k·exp(Σ t_j w_j), by least squares.
+- `gp`: a Gaussian process on log(w + 1e-3), ARD RBF + white noise, length scales started
+  from the spread of each feature so the optimiser does not stall on small run counts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from regmix.errors import RegmixError
+from regmix.parallel import KERNEL_BLOCK, parallel_map, quiet_convergence, squared_distances
+
+PREDICT_BATCH = 16_384
+"""Rows scored per call when prediction is spread over threads."""
+
+
+@dataclass
+class Regressor(ABC):
+    """A model of target loss as a function of mixture weights (rows summing to 1)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    seed: int = 0
+    """Seed for whatever randomness the model has (CV shuffles, tree sampling, restarts)."""
+
+    @abstractmethod
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> Regressor: ...
+
+    @abstractmethod
+    def predict(self, weights: np.ndarray) -> np.ndarray: ...
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What was chosen while fitting, for metrics.json."""
+        return {}
+
+    def unfitted(self) -> Regressor:
+        """A fresh model with the same settings (for CV folds)."""
+        return type(self)(**{f.name: getattr(self, f.name) for f in fields(self) if f.init})
+
+    def warm_unfitted(self) -> Regressor:
+        """A fresh model whose hyper-parameter search starts where this fitted one ended; for
+        bootstrap refits, never for CV (that would leak the held-out runs)."""
+        return self.unfitted()
+
+
+@dataclass
+class RidgeRegression(Regressor):
+    name: ClassVar[str] = "linear"
+    summary: ClassVar[str] = "ridge on the weights, alpha by inner 5-fold CV (RegMix's linear)"
+    alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 7))
+    """Candidate ridge penalties; the paper's {1e-3 … 1e3}."""
+    inner_folds: int = 5
+    """Folds of the inner CV that picks alpha on the training runs."""
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> RidgeRegression:
+        from sklearn.linear_model import RidgeCV
+        from sklearn.model_selection import KFold
+
+        folds = KFold(min(self.inner_folds, len(target)), shuffle=True, random_state=self.seed)
+        self.model_ = RidgeCV(alphas=self.alphas, cv=folds).fit(weights, target)
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        return self.model_.predict(weights)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"alpha": float(self.model_.alpha_)}
+
+
+@dataclass
+class LightGBMRegression(Regressor):
+    name: ClassVar[str] = "lightgbm"
+    summary: ClassVar[str] = "LightGBM with RegMix's settings, no early stopping"
+    n_estimators: int = 1000
+    """Boosting rounds, all of them: early stopping on evaluation data would leak it."""
+    learning_rate: float = 1e-2
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> LightGBMRegression:
+        from lightgbm import LGBMRegressor
+
+        # One thread per model: callers parallelise across folds and prediction batches.
+        self.model_ = LGBMRegressor(
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            random_state=self.seed,
+            n_jobs=1,
+            verbose=-1,
+        ).fit(weights, target)
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        return self.model_.predict(weights)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"n_estimators": self.n_estimators, "learning_rate": self.learning_rate}
+
+
+@dataclass
+class MixingLaw(Regressor):
+    """Ye et al. 2024: loss = c + k·exp(Σ t_j w_j). Because the weights sum to 1, k is the same
+    as adding log k to every t_j, so it is folded into t and reported as 1."""
+
+    name: ClassVar[str] = "mixlaw"
+    summary: ClassVar[str] = "data-mixing law c + k·exp(Σ t_j w_j), least squares (Ye et al.)"
+    starts: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    """Initial gaps between c and the lowest loss, in target standard deviations."""
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> MixingLaw:
+        from scipy.optimize import least_squares
+
+        spread = float(target.std()) or 1.0
+
+        def residuals(theta: np.ndarray) -> np.ndarray:
+            return theta[0] + np.exp(np.minimum(weights @ theta[1:], 50.0)) - target
+
+        def jacobian(theta: np.ndarray) -> np.ndarray:
+            growth = np.exp(np.minimum(weights @ theta[1:], 50.0))
+            return np.column_stack([np.ones_like(target), growth[:, None] * weights])
+
+        best = None
+        for gap in self.starts:
+            c0 = float(target.min()) - gap * spread
+            t0 = np.linalg.lstsq(weights, np.log(target - c0), rcond=None)[0]
+            fit = least_squares(residuals, np.r_[c0, t0], jac=jacobian, x_scale="jac")
+            if best is None or fit.cost < best.cost:
+                best = fit
+        self.c_, self.t_ = float(best.x[0]), best.x[1:]
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        return self.c_ + np.exp(np.minimum(weights @ self.t_, 50.0))
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"c": self.c_, "k": 1.0, "t": [float(t) for t in self.t_]}
+
+
+@dataclass
+class GaussianProcess(Regressor):
+    """GP regression on log-weights with an ARD RBF kernel and white noise.
+
+    Prediction does not go through scikit-learn: it needs only the length scales, the
+    training points and the dual coefficients, and computing the kernel as one matmul per
+    batch is several times faster than `GaussianProcessRegressor.predict` on 1M candidates.
+    """
+
+    name: ClassVar[str] = "gp"
+    summary: ClassVar[str] = "Gaussian process on log(w + offset), ARD RBF + white noise"
+    offset: float = 1e-3
+    """Added before the log so that absent domains (w = 0) map to a finite feature."""
+    restarts: int = 0
+    """Extra optimiser starts from random kernel parameters (the data-based start suffices)."""
+    initial_kernel: Any = field(default=None, repr=False)
+    """Kernel to start the marginal-likelihood search from; None starts from the data."""
+
+    def __post_init__(self) -> None:
+        if self.offset <= 0:
+            raise RegmixError("gp.offset: must be > 0")
+
+    def features(self, weights: np.ndarray) -> np.ndarray:
+        return np.log(weights + self.offset)
+
+    def _data_kernel(self, x: np.ndarray):
+        from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+        from sklearn.gaussian_process.kernels import ConstantKernel as Constant
+
+        spread = x.std(axis=0)
+        length = np.where(spread > 0, spread, 1.0) * np.sqrt(x.shape[1])
+        return Constant(1.0, (1e-2, 1e2)) * RBF(length, (1e-2, 1e5)) + WhiteKernel(0.1, (1e-6, 1.0))
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> GaussianProcess:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+
+        x = self.features(weights)
+        self.y_mean_ = float(target.mean())
+        self.y_scale_ = float(target.std()) or 1.0
+        kernel = self.initial_kernel if self.initial_kernel is not None else self._data_kernel(x)
+        gp = GaussianProcessRegressor(
+            kernel, n_restarts_optimizer=self.restarts, random_state=self.seed
+        )
+        with quiet_convergence():
+            gp.fit(x, (target - self.y_mean_) / self.y_scale_)
+        self.kernel_ = gp.kernel_
+        self.amplitude_ = float(gp.kernel_.k1.k1.constant_value)
+        self.length_scale_ = np.broadcast_to(gp.kernel_.k1.k2.length_scale, x.shape[1]).copy()
+        self.noise_ = float(gp.kernel_.k2.noise_level)
+        self.z_train_ = x / self.length_scale_
+        self.dual_ = np.asarray(gp.alpha_, dtype=float).ravel() * self.amplitude_
+        self.cholesky_ = np.asarray(gp.L_, dtype=float)  # of amplitude·RBF + noise·I
+        return self
+
+    def scaled(self, weights: np.ndarray) -> np.ndarray:
+        """Features divided by the length scales: the RBF is exp(-|a - b|² / 2) in them."""
+        return self.features(weights) / self.length_scale_
+
+    def covariance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Prior covariance of the latent loss between scaled feature rows (standardised units)."""
+        k = squared_distances(a, b)
+        k *= -0.5
+        np.exp(k, out=k)
+        k *= self.amplitude_
+        return k
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        z = self.scaled(weights)
+        rows = max(256, KERNEL_BLOCK // len(self.z_train_))
+        out = np.empty(len(z))
+        for start in range(0, len(z), rows):
+            k = squared_distances(z[start : start + rows], self.z_train_)
+            k *= -0.5
+            np.exp(k, out=k)
+            out[start : start + rows] = k @ self.dual_
+        return out * self.y_scale_ + self.y_mean_
+
+    def explained(self, z: np.ndarray) -> np.ndarray:
+        """L⁻¹ k(train, z): what the training runs explain of each row's covariance
+        (runs × rows); the posterior covariance of rows a and b is k(a, b) - vₐᵀ v_b."""
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(self.cholesky_, self.covariance(self.z_train_, z), lower=True)
+
+    def predict_std(self, weights: np.ndarray, observation: bool = True) -> np.ndarray:
+        """Posterior standard deviation of the loss at each mixture, in loss units; with
+        `observation`, of a new run's measured loss (the white noise, e.g. seed noise,
+        included), else of the underlying mean loss."""
+        z = self.scaled(weights)
+        rows = max(256, KERNEL_BLOCK // len(self.z_train_))
+        variance = np.empty(len(z))
+        for start in range(0, len(z), rows):
+            v = self.explained(z[start : start + rows])
+            variance[start : start + rows] = self.amplitude_ - (v * v).sum(axis=0)
+        variance = np.maximum(variance, 0.0) + (self.noise_ if observation else 0.0)
+        return np.sqrt(variance) * self.y_scale_
+
+    def warm_unfitted(self) -> GaussianProcess:
+        fresh = self.unfitted()
+        fresh.initial_kernel = self.kernel_
+        return fresh
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "amplitude": self.amplitude_,
+            "noise": self.noise_,
+            "length_scale": [float(s) for s in self.length_scale_],
+            "kernel": str(self.kernel_),
+        }
+
+
+MODELS: dict[str, type[Regressor]] = {
+    cls.name: cls for cls in (RidgeRegression, LightGBMRegression, MixingLaw, GaussianProcess)
+}
+DEFAULT_MODEL = GaussianProcess.name
+
+
+def make_model(name: str, seed: int = 0) -> Regressor:
+    if name not in MODELS:
+        raise RegmixError(f"--model: unknown model {name!r} (expected one of: {', '.join(MODELS)})")
+    return MODELS[name](seed=seed)
+
+
+# --- scoring many mixtures ------------------------------------------------------------------
+
+
+def predict_weights(
+    model: Regressor, weights: np.ndarray, threads: int = 1, batch: int = PREDICT_BATCH
+) -> np.ndarray:
+    """Score rows in batches across threads; numpy, BLAS and LightGBM release the GIL, and
+    BLAS is held to one thread per batch so the threads do not fight over the cores."""
+    starts = range(0, len(weights), batch)
+    if len(starts) <= 1:
+        threads = 1  # one batch gains nothing from a pool, and keeps its multi-threaded BLAS
+    chunks = parallel_map(lambda i: model.predict(weights[i : i + batch]), starts, threads)
+    return np.concatenate(chunks) if chunks else np.empty(0)
