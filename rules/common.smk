@@ -5,24 +5,23 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from snakemake.exceptions import WorkflowError
-
 from regmix.config import SCHEMA, read_schema, validate
 from regmix.corpus import EXTENSIONS
-from regmix.errors import RegmixError
 from regmix.mixtures import run_names
+from regmix.preflight import check_workflow, exit_on_error
 from regmix.train_config import TRAINING_MODULES
 
 
 def validate_config():
-    """Coerce, validate and fill defaults (regmix.config), failing in one line naming the key.
+    """Coerce, validate and fill defaults (regmix.config), then check everything that can be
+    known before training (regmix.preflight). A problem ends the run before any job starts, as
+    one line naming the key or file (`regmix: error: ...`) and exit status 1.
 
     Snakemake's own validate prints the whole schema; a user needs the key and the problem.
     """
-    try:
+    with exit_on_error():
         validate(config, read_schema(Path(workflow.basedir) / SCHEMA))
-    except RegmixError as error:
-        raise WorkflowError(str(error)) from None
+        check_workflow(config, Path.cwd())
 
 
 validate_config()

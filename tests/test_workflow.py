@@ -124,7 +124,7 @@ def test_bad_config_fails_in_one_line_naming_the_key(tmp_path, text, message):
     config.write_text(text)
     result = snakemake(tmp_path, "--dry-run", config=config)
     assert result.returncode != 0
-    assert message in result.stdout + result.stderr
+    assert f"\nregmix: error: {message}" in "\n" + result.stdout + result.stderr
 
 
 def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
