@@ -19,7 +19,7 @@ from regmix.cli import main
 from regmix.config import load_config
 from regmix.eta import flops_ratio, seen_slots
 from regmix.status import DONE, FAILED, PENDING, QUEUED, RUNNING, Run, gather, render
-from regmix.workdir import SnakemakeLog
+from regmix.workdir import SnakemakeLog, failure_reason
 
 NOW = time.time()
 SWEEP = {
@@ -333,3 +333,13 @@ def test_a_local_snakemake_runs_as_many_jobs_as_its_cores_allow(mid_sweep, tmp_p
     values = {**SWEEP, "final": {"heldout": 1, "resources": {"threads": 2}}}
     eta = snapshot_of(mid_sweep, tmp_path, values).eta
     assert (eta["proxy_slots"], eta["final_slots"]) == (4, 2)
+
+
+def test_the_reason_is_the_last_error_line_not_trailing_noise():
+    lines = [
+        "run0004: step 40/80, 163,840 tokens, 21,974 tokens/s, mean validation loss 2.7931",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "[rank0]:[W1201 03:46:55] ProcessGroupNCCL.cpp:1496] destroy_process_group() not called",
+    ]
+    assert failure_reason(lines) == lines[1]
+    assert failure_reason(lines[:1]) == lines[0]  # no error line: the last line
