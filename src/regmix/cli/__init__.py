@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from regmix import __version__
-from regmix.cli import cluster, data, final, regression, training
+from regmix.cli import cluster, data, final, regression, status, training
 from regmix.errors import RegmixError
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -30,6 +30,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     training.add_train_final,
     final.add_summarize,
     final.add_report,
+    status.add_status,
     data.add_presets,
     cluster.add_install_profile,
 ]
