@@ -3,12 +3,19 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import NamedTuple
 
 from regmix.config import SCHEMA, read_schema, validate
 from regmix.corpus import EXTENSIONS
-from regmix.mixtures import run_names
 from regmix.preflight import check_workflow, exit_on_error
+from regmix.sweep import (
+    OPTIMUM,
+    Sweep,
+    batch_table,
+    final_mixture_path,
+    mixtures_path,
+    optimum_proxy_dir,
+    runs_table,
+)
 from regmix.train_config import TRAINING_MODULES
 
 
@@ -30,6 +37,8 @@ validate_config()
 wildcard_constraints:
     model=r"[a-z]+",
     name=r"[A-Za-z0-9_]+",
+    round=r"[0-9]+",
+    batch=r"run[0-9]+(-run[0-9]+)?",
 
 
 SRC = Path(workflow.basedir) / "src" / "regmix"
@@ -99,29 +108,67 @@ def planted_argument(wildcards, input):
     return f"--planted {Path(input.corpus) / 'planted.yaml'}" if has_planted_answer() else ""
 
 
-def final_names():
-    """The final models: the optimum, the baselines and the held-out random mixtures."""
-    names = ["regmix", "prior", "uniform"]
-    names += ["planted"] if has_planted_answer() else []
-    return names + run_names(config["final"]["heldout"], "heldout", 2)
+SWEEP = Sweep.from_config(config, planted=has_planted_answer())
 
 
-class ProxyBatch(NamedTuple):
-    name: str
-    runs: list
+def round_size(wildcards):
+    """How many mixtures the round proposes."""
+    return SWEEP.rounds[int(wildcards.round) - 1]
 
 
-def proxy_runs():
-    return run_names(sum(config["mixtures"]["rounds"]))
+def runs_before_round(wildcards):
+    """The batch tables of every round before this one: what its proposal is fitted on."""
+    return [
+        batch_table(b.name)
+        for r in range(1, int(wildcards.round))
+        for b in SWEEP.batches(r)
+    ]
 
 
-def proxy_batches():
-    """The proxy runs in groups of `proxies_per_job`, each trained by one job."""
-    runs, size = proxy_runs(), config["proxy"]["proxies_per_job"]
-    for start in range(0, len(runs), size):
-        chunk = runs[start : start + size]
-        name = chunk[0] if len(chunk) == 1 else f"{chunk[0]}_{chunk[-1]}"
-        yield ProxyBatch(name, chunk)
+def batch_mixtures(wildcards):
+    """The mixture table of the round a batch belongs to."""
+    return mixtures_path(SWEEP.batch(wildcards.batch).round)
+
+
+def batch_runs(wildcards):
+    """The runs a batch trains, space-separated for the command line."""
+    return " ".join(SWEEP.batch(wildcards.batch).runs)
+
+
+def all_batch_tables():
+    return [batch_table(b.name) for b in SWEEP.batches()]
+
+
+def all_round_mixtures():
+    return [mixtures_path(r) for r in range(1, SWEEP.n_rounds + 1)]
+
+
+def final_mixture_inputs(wildcards):
+    """What one final model's mixture is made from: the optimum for `regmix`, the corpus's
+    planted answer for `planted`, the token counts for every one (prior, caps)."""
+    inputs = {"stats": f"{DATA}/stats.parquet"}
+    if wildcards.name == OPTIMUM:
+        inputs["optimum"] = "results/optimal/mixture.yaml"
+    elif wildcards.name == "planted":
+        inputs["corpus"] = CORPUS
+    return inputs
+
+
+def final_mixture_source(wildcards, input):
+    """The command-line flags that say where a final model's mixture comes from."""
+    name = wildcards.name
+    if name == OPTIMUM:
+        return f"--optimum {input.optimum}"
+    if name == "planted":
+        return f"--planted {Path(input.corpus) / 'planted.yaml'}"
+    if name.startswith("heldout"):
+        sampler = as_json(sampler_settings())
+        return f"--heldout-seed {config['mixtures']['seed'] + 1000} --sampler '{sampler}'"
+    return ""
+
+
+def final_mixture_tables():
+    return [final_mixture_path(name) for name in SWEEP.final_names()]
 
 
 WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout", "check_optimum")
@@ -152,6 +199,19 @@ def regression_models():
     """The regressor the optimum comes from, then the others fitted for comparison."""
     chosen = config["regression"]["model"]
     return [chosen, *(m for m in config["regression"]["compare"] if m != chosen)]
+
+
+def optimum_proxy_outputs():
+    """The recommended mixture's proxy-scale check, when the config asks for it."""
+    folder = optimum_proxy_dir()
+    if not SWEEP.check_optimum:
+        return {}
+    return {"optimum_losses": f"{folder}/losses.parquet", "optimum_record": f"{folder}/run.json"}
+
+
+def optimum_proxy_argument(wildcards, input):
+    """`--optimum-proxy <folder>` when the recommended mixture was also trained as a proxy."""
+    return f"--optimum-proxy {Path(input.optimum_record).parent}" if SWEEP.check_optimum else ""
 
 
 def get_final_output():

@@ -1,35 +1,32 @@
 # Final models: the RegMix optimum, the baselines and held-out random mixtures, trained at
-# the final scale with the same seed, data-order rules and evaluation windows.
+# the final scale with the same seed, data-order rules and evaluation windows. Each model has
+# its own mixture file, so a change that moves only the optimum re-trains only `regmix`.
 
 
-rule final_mixtures:
+rule final_mixture:
     input:
-        stats=f"{DATA}/stats.parquet",
-        optimum="results/optimal/mixture.yaml",
-        corpus=CORPUS,
+        unpack(final_mixture_inputs),
     output:
-        "results/mixtures/final.parquet",
+        final_mixture_path("{name}"),
     params:
-        planted=planted_argument,
-        heldout=config["final"]["heldout"],
-        seed=config["mixtures"]["seed"] + 1000,
+        source=final_mixture_source,
         final_tokens=final_tokens(),
-        sampler=as_json(sampler_settings()),
+        max_epochs=config["mixtures"]["max_epochs"],
         code=source_hash("mixtures", "stats"),
     log:
-        "logs/final_mixtures.log",
+        "logs/mixtures/final/{name}.log",
     conda:
         "../environment.yml"
     shell:
-        "regmix final-mixtures --stats {input.stats} --optimum {input.optimum} {params.planted}"
-        " --heldout {params.heldout} --seed {params.seed} --final-tokens {params.final_tokens}"
-        " --sampler {params.sampler:q} --out {output} > {log} 2>&1"
+        "regmix final-mixtures --stats {input.stats} --name {wildcards.name} {params.source}"
+        " --final-tokens {params.final_tokens} --max-epochs {params.max_epochs}"
+        " --out {output} > {log} 2>&1"
 
 
 rule train_final:
     input:
         stats=f"{DATA}/stats.parquet",
-        mixtures="results/mixtures/final.parquet",
+        mixtures=final_mixture_path("{name}"),
     output:
         losses="results/final/{name}/losses.parquet",
         record="results/final/{name}/run.json",
@@ -61,9 +58,9 @@ rule train_final:
 
 rule collect_final:
     input:
-        mixtures="results/mixtures/final.parquet",
-        records=expand("results/final/{name}/run.json", name=final_names()),
-        losses=expand("results/final/{name}/losses.parquet", name=final_names()),
+        mixtures=final_mixture_tables(),
+        records=expand("results/final/{name}/run.json", name=SWEEP.final_names()),
+        losses=expand("results/final/{name}/losses.parquet", name=SWEEP.final_names()),
     output:
         "results/final/runs.parquet",
     params:
@@ -80,16 +77,16 @@ rule collect_final:
 rule predict_final:
     input:
         model=f"results/regression/{config['regression']['model']}/model.joblib",
-        mixtures="results/mixtures/final.parquet",
+        runs="results/final/runs.parquet",
     output:
         "results/final/predictions.parquet",
     params:
         model=input_folder("model"),
-        code=source_hash("regression", "mixtures", "runs"),
+        code=source_hash("regression", "regressors", "mixtures", "runs"),
     log:
         "logs/predict_final.log",
     conda:
         "../environment.yml"
     shell:
-        "regmix predict --model {params.model} --mixtures {input.mixtures} --out {output}"
+        "regmix predict --model {params.model} --mixtures {input.runs} --out {output}"
         " > {log} 2>&1"

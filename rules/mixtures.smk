@@ -1,23 +1,56 @@
-# Proxy mixtures: RegMix's Dirichlet sampler around the token prior.
+# Proxy mixtures, round by round. Round 1 is RegMix's Dirichlet sampler around the token prior;
+# each later round is proposed by a regressor fitted on every run of the rounds before it.
 
 
 rule sample_mixtures:
     input:
         stats=f"{DATA}/stats.parquet",
     output:
-        table="results/mixtures/proxy.parquet",
-        yaml=directory("results/mixtures/proxy"),
+        mixtures_path(1),
     params:
-        n=sum(config["mixtures"]["rounds"]),
+        n=SWEEP.rounds[0],
         seed=config["mixtures"]["seed"],
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
         code=source_hash("mixtures", "stats"),
     log:
-        "logs/sample_mixtures.log",
+        "logs/mixtures/round1.log",
     conda:
         "../environment.yml"
     shell:
         "regmix sample-mixtures --stats {input.stats} --n {params.n} --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
-        " --out {output.table} --yaml-dir {output.yaml} > {log} 2>&1"
+        " --out {output} > {log} 2>&1"
+
+
+rule propose_mixtures:
+    input:
+        stats=f"{DATA}/stats.parquet",
+        runs=runs_before_round,
+    output:
+        "results/mixtures/round{round}.parquet",
+    wildcard_constraints:
+        round=r"[2-9]|[1-9][0-9]+",
+    params:
+        n=round_size,
+        target=config["target"],
+        seed=config["mixtures"]["seed"],
+        final_tokens=final_tokens(),
+        sampler=as_json(sampler_settings()),
+        acquisition=as_json(config["acquisition"]),
+        code=source_hash("propose", "regression", "regressors", "mixtures", "runs", "stats"),
+    log:
+        "logs/mixtures/round{round}.log",
+    benchmark:
+        "results/benchmarks/mixtures/round{round}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../environment.yml"
+    shell:
+        "regmix propose --runs {input.runs} --stats {input.stats} --target {params.target:q}"
+        " --n {params.n} --round {wildcards.round} --seed {params.seed}"
+        " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
+        " --acquisition {params.acquisition:q} --threads {threads} --out {output} > {log} 2>&1"

@@ -4,7 +4,7 @@
 
 rule fit:
     input:
-        runs="results/proxy/runs.parquet",
+        runs=runs_table(),
     output:
         model="results/regression/{model}/model.joblib",
         spec="results/regression/{model}/model.json",
@@ -16,7 +16,7 @@ rule fit:
         folds=config["regression"]["folds"],
         seed=config["regression"]["seed"],
         out=output_folder,
-        code=source_hash("regression", "runs", "mixtures"),
+        code=source_hash("regression", "regressors", "runs", "mixtures"),
     log:
         "logs/regression/{model}.log",
     benchmark:
@@ -49,7 +49,7 @@ rule simulate:
         seed=config["simulation"]["seed"],
         bootstrap=config["simulation"]["bootstrap"],
         guard="" if config["simulation"]["guard"] else "--no-guard",
-        code=source_hash("simulate", "regression", "mixtures", "runs", "stats"),
+        code=source_hash("simulate", "regression", "regressors", "mixtures", "runs", "stats"),
     log:
         "logs/simulate.log",
     benchmark:

@@ -6,7 +6,9 @@ rule summarize:
         runs="results/final/runs.parquet",
         predictions="results/final/predictions.parquet",
         metrics=f"results/regression/{config['regression']['model']}/metrics.json",
+        optimum="results/optimal/mixture.yaml",
         corpus=CORPUS,
+        **optimum_proxy_outputs(),
     output:
         table="results/final/summary.parquet",
         markdown=report(
@@ -17,6 +19,7 @@ rule summarize:
     params:
         target=config["target"],
         planted=planted_argument,
+        optimum_proxy=optimum_proxy_argument,
         code=source_hash("summary", "runs", "mixtures"),
     log:
         "logs/summarize.log",
@@ -25,17 +28,18 @@ rule summarize:
     shell:
         "regmix summarize --runs {input.runs} --predictions {input.predictions}"
         " --target {params.target:q} {params.planted} --metrics {input.metrics}"
+        " --optimum {input.optimum} {params.optimum_proxy}"
         " --out {output.table} --markdown {output.markdown} > {log} 2>&1"
 
 
 rule report_figures:
     input:
-        proxy_mixtures="results/mixtures/proxy.parquet",
+        runs=runs_table(),
         stats=f"{DATA}/stats.parquet",
         cv=f"results/regression/{config['regression']['model']}/cv.parquet",
         optimum="results/optimal/mixture.yaml",
         summary="results/final/summary.parquet",
-        final_losses=expand("results/final/{name}/losses.parquet", name=final_names()),
+        final_losses=expand("results/final/{name}/losses.parquet", name=SWEEP.final_names()),
         corpus=CORPUS,
     output:
         weights=report(
@@ -70,7 +74,7 @@ rule report_figures:
     conda:
         "../environment.yml"
     shell:
-        "regmix report --proxy-mixtures {input.proxy_mixtures} --stats {input.stats}"
+        "regmix report --proxy-mixtures {input.runs} --stats {input.stats}"
         " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"
         " --final-losses {input.final_losses} --target {params.target:q} {params.planted}"
         " --out-dir {params.out} > {log} 2>&1"

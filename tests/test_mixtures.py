@@ -10,11 +10,12 @@ from regmix.mixtures import (
     check_weights,
     domain_caps,
     drop_small_weights,
+    final_mixture,
     mixture_domains,
     pick_distinct,
     sample_mixtures,
     token_prior,
-    write_final_mixtures,
+    write_final_mixture,
     write_proxy_mixtures,
 )
 
@@ -105,7 +106,10 @@ def test_write_proxy_mixtures_writes_table_and_regmix_yamls(data_dir, tmp_path):
     assert "target" not in mixture_domains(table)  # valid-only domains are not trainable
     check_weights(pd.read_parquet(tmp_path / "proxy.parquet"), "proxy.parquet")
     run = read_yaml(tmp_path / "yaml" / "run0003.yaml")
-    expected = {c.removeprefix("weight."): v for c, v in table.iloc[2].drop("run").items()}
+    assert set(table["round"]) == {1}
+    expected = {
+        c.removeprefix("weight."): v for c, v in table.iloc[2].drop(["run", "round"]).items()
+    }
     assert run["train"] == pytest.approx(expected, abs=1e-7)
     assert set(run["valid"]) >= {"target", "web"}
     assert sum(run["train"].values()) == pytest.approx(1, abs=1e-6)
@@ -116,26 +120,19 @@ def test_final_mixtures_hold_the_optimum_baselines_and_heldout_draws(
 ):
     optimum = tmp_path / "mixture.yaml"
     optimum.write_text("train:\n  legal: 0.5\n  forum: 0.25\n  poetry: 0.25\npredicted_loss: 2.0\n")
-    table = write_final_mixtures(
-        data_dir / "stats.parquet",
-        optimum,
-        corpus_dir / "planted.yaml",
-        3,
-        200_000,
-        SamplerConfig(),
-        7,
-        tmp_path / "final.parquet",
+    sources = dict(
+        stats_path=data_dir / "stats.parquet",
+        final_tokens=200_000,
+        max_epochs=15,
+        optimum_path=optimum,
+        planted_path=corpus_dir / "planted.yaml",
+        heldout_seed=7,
     )
-    assert list(table["run"]) == [
-        "regmix",
-        "prior",
-        "uniform",
-        "planted",
-        "heldout01",
-        "heldout02",
-        "heldout03",
-    ]
-    check_weights(table, "final.parquet")
+    names = ["regmix", "prior", "uniform", "planted", "heldout01", "heldout02", "heldout03"]
+    tables = [write_final_mixture(n, tmp_path / f"{n}.parquet", **sources) for n in names]
+    table = pd.concat(tables, ignore_index=True)
+    assert list(table["run"]) == names
+    check_weights(table, "final mixtures")
     rows = table.set_index("run")
     assert rows.loc["regmix", "weight.legal"] == pytest.approx(0.5)
     assert rows.loc["regmix", "weight.web"] == 0
@@ -146,6 +143,23 @@ def test_final_mixtures_hold_the_optimum_baselines_and_heldout_draws(
         web / stats.query("split == 'train'")["tokens"].sum()
     )
     assert rows.loc["planted", "weight.poetry"] == pytest.approx(0.3)
+    heldout = rows.loc[["heldout01", "heldout02", "heldout03"]].to_numpy()
+    assert len({tuple(np.round(r, 9)) for r in heldout}) == 3  # three different draws
+
+
+def test_a_heldout_mixture_does_not_depend_on_how_many_there_are(data_dir, tmp_path):
+    """heldout02 stays the same when a third is added: adding held-out models re-trains none."""
+    sources = dict(
+        stats_path=data_dir / "stats.parquet", final_tokens=200_000, max_epochs=15, heldout_seed=3
+    )
+    first = final_mixture("heldout02", **sources)
+    assert final_mixture("heldout02", **sources).equals(first)
+    assert not final_mixture("heldout03", **sources).equals(first)
+
+
+def test_every_final_mixture_checks_that_the_caps_can_be_met(data_dir, tmp_path):
+    with pytest.raises(RegmixError, match="needs max_epochs"):
+        final_mixture("uniform", data_dir / "stats.parquet", final_tokens=1e9, max_epochs=15)
 
 
 @pytest.mark.parametrize(
@@ -163,8 +177,8 @@ def test_a_planted_blend_without_weights_is_a_one_line_error(
     optimum, planted = tmp_path / "mixture.yaml", tmp_path / "planted.yaml"
     optimum.write_text("train:\n  legal: 0.5\n  forum: 0.5\n")
     planted.write_text(text)
-    args = ["final-mixtures", "--stats", str(data_dir / "stats.parquet"), "--optimum"]
-    args += [str(optimum), "--planted", str(planted), "--final-tokens", "200000"]
+    args = ["final-mixtures", "--name", "planted", "--stats", str(data_dir / "stats.parquet")]
+    args += ["--optimum", str(optimum), "--planted", str(planted), "--final-tokens", "200000"]
     assert main([*args, "--out", str(tmp_path / "final.parquet")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"regmix: error: {planted}: {message}")
@@ -175,13 +189,4 @@ def test_an_optimum_naming_an_unknown_domain_is_rejected(data_dir, tmp_path):
     optimum = tmp_path / "mixture.yaml"
     optimum.write_text("train:\n  legal: 0.5\n  klingon: 0.5\n")
     with pytest.raises(RegmixError, match="mixture.yaml: unknown training domain.*klingon"):
-        write_final_mixtures(
-            data_dir / "stats.parquet",
-            optimum,
-            None,
-            0,
-            200_000,
-            SamplerConfig(),
-            7,
-            tmp_path / "final.parquet",
-        )
+        final_mixture("regmix", data_dir / "stats.parquet", 200_000, 15, optimum_path=optimum)

@@ -41,7 +41,7 @@ def planned_jobs(workdir: Path, config: Path, checkout: Path) -> dict[str, int]:
 
 
 def proxy_jobs(jobs: dict[str, int]) -> int:
-    return sum(n for rule, n in jobs.items() if rule.startswith("train_proxy"))
+    return jobs.get("train_proxy", 0)
 
 
 def with_changes(base: Path, target: Path, changes: dict) -> Path:
@@ -83,7 +83,7 @@ def test_a_regression_setting_reruns_fit_and_downstream_but_no_proxy(finished, t
     jobs = planned_jobs(workdir, changed, checkout)
     assert proxy_jobs(jobs) == 0
     assert "collect_proxies" not in jobs
-    assert {"fit", "simulate", "final_mixtures", "summarize", "report_figures"} <= set(jobs)
+    assert {"fit", "simulate", "final_mixture", "summarize", "report_figures"} <= set(jobs)
 
 
 def test_a_simulation_setting_reruns_simulate_and_downstream_only(finished, tmp_path):
@@ -91,31 +91,57 @@ def test_a_simulation_setting_reruns_simulate_and_downstream_only(finished, tmp_
     changed = with_changes(config, tmp_path / "c.yaml", {"simulation": {"top_k": 7}})
     jobs = planned_jobs(workdir, changed, checkout)
     assert proxy_jobs(jobs) == 0
-    assert "fit" not in jobs
-    assert {"simulate", "final_mixtures", "train_final", "summarize"} <= set(jobs)
+    assert "fit" not in jobs and "propose_mixtures" not in jobs
+    assert {"simulate", "summarize", "report_figures"} <= set(jobs)
+    # Only the optimum moves: its mixture, its final model and its proxy check, not the
+    # baselines' or the held-out models'.
+    assert jobs["final_mixture"] == 1 and jobs["train_final"] == 1
+    assert jobs["train_optimum_proxy"] == 1
 
 
 def test_a_proxy_training_setting_reruns_every_proxy(finished, tmp_path):
     checkout, workdir, config = finished
     changed = with_changes(config, tmp_path / "c.yaml", {"proxy": {"lr": 0.001}})
     jobs = planned_jobs(workdir, changed, checkout)
-    batches = sum(1 for rule in jobs if rule.startswith("train_proxy"))
-    assert batches == 2  # the tiny config's 6 runs, 4 per job
+    assert proxy_jobs(jobs) == 2  # round 1's 4 runs in one job, round 2's 2 in another
     assert "collect_proxies" in jobs and "fit" in jobs
     assert "prepare" not in jobs and "sample_mixtures" not in jobs
 
 
-def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
+def test_a_later_round_setting_reruns_that_round_and_what_follows_only(finished, tmp_path):
     checkout, workdir, config = finished
-    module = checkout / "src" / "regmix" / "regression.py"
+    changed = with_changes(config, tmp_path / "c.yaml", {"acquisition": {"method": "ucb"}})
+    jobs = planned_jobs(workdir, changed, checkout)
+    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1  # round 2, not round 1
+    assert "sample_mixtures" not in jobs and "prepare" not in jobs
+    assert {"collect_proxies", "fit", "simulate"} <= set(jobs)
+    # The baselines and held-out models do not read the proxies: they stay.
+    assert jobs.get("train_final", 0) == 1
+
+
+def planned_after_editing(finished, module_name: str) -> dict[str, int]:
+    """The jobs a dry run plans after a developer appends a comment to a package module."""
+    checkout, workdir, config = finished
+    module = checkout / "src" / "regmix" / f"{module_name}.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# a developer's edit\n")
-        jobs = planned_jobs(workdir, config, checkout)
+        return planned_jobs(workdir, config, checkout)
     finally:
         module.write_text(original)
-    assert proxy_jobs(jobs) == 0 and "prepare" not in jobs
+
+
+def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
+    checkout, workdir, config = finished
+    jobs = planned_after_editing(finished, "regression")
+    # Proposals of later rounds are fitted with this code too: round 2 is proposed again
+    # (its batch re-publishes if the proposal is unchanged), round 1 is not touched.
+    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1 and "prepare" not in jobs
+    assert "sample_mixtures" not in jobs
     assert {"fit", "simulate", "predict_final", "summarize"} <= set(jobs)
+    jobs = planned_after_editing(finished, "simulate")
+    assert proxy_jobs(jobs) == 0 and "fit" not in jobs and "propose_mixtures" not in jobs
+    assert {"simulate", "summarize"} <= set(jobs) and jobs["train_final"] == 1
     assert planned_jobs(workdir, config, checkout) == {}
 
 

@@ -38,18 +38,20 @@ def test_data_stage_writes_shards_and_stats(finished):
         assert (finished / "results/data" / row.split / f"{row.domain}.bin").is_file()
 
 
-def test_mixture_stage_writes_table_and_yaml_per_run(finished):
-    table = pd.read_parquet(finished / "results/mixtures/proxy.parquet")
-    assert len(table) == 6
-    check_weights(table, "proxy.parquet")
-    assert sorted(p.stem for p in (finished / "results/mixtures/proxy").glob("*.yaml")) == sorted(
-        table["run"]
-    )
+def test_mixture_stage_writes_one_table_per_round_with_global_run_names(finished):
+    first = pd.read_parquet(finished / "results/mixtures/round1.parquet")
+    second = pd.read_parquet(finished / "results/mixtures/round2.parquet")
+    assert list(first["run"]) == ["run0001", "run0002", "run0003", "run0004"]
+    assert list(second["run"]) == ["run0005", "run0006"]
+    assert set(first["round"]) == {1} and set(second["round"]) == {2}
+    for table in (first, second):
+        check_weights(table, "round table")
 
 
 def test_proxy_stage_writes_long_losses_and_the_runs_table(finished):
     runs = pd.read_parquet(finished / "results/proxy/runs.parquet")
     assert len(runs) == 6 and set(runs["status"]) == {"ok"}
+    assert list(runs["round"]) == [1, 1, 1, 1, 2, 2]
     for column in ("run", "weight.web", "loss.target", "loss.web", "tokens", "params"):
         assert column in runs
     check_weights(runs, "runs.parquet")
@@ -88,6 +90,9 @@ def test_final_stage_trains_exports_and_summarises_every_model(finished):
         assert (hf / "model.safetensors").stat().st_size > 0
     text = (finished / "results/final/summary.md").read_text()
     assert "beats the `prior` mixture" in text and "transfer" in text
+    assert "trained as a proxy it measured" in text and "95% interval" in text
+    check = pd.read_parquet(finished / "results/optimal/proxy/regmix/losses.parquet")
+    assert "target" in set(check["domain"])
 
 
 def test_report_figures_are_pngs(finished):

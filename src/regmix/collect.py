@@ -17,12 +17,13 @@ import pandas as pd
 
 from regmix.errors import RegmixError
 from regmix.files import read_table, write_table
-from regmix.mixtures import WEIGHT, check_weights, mixture_domains
+from regmix.mixtures import ROUND, WEIGHT, check_weights, mixture_domains
 from regmix.runs import LOSS, RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD
 
 RECORD_COLUMNS = (
     # run.json keys copied into the runs table under the same names
     "status",
+    "settings_fingerprint",
     "steps",
     "tokens",
     "params",
@@ -42,7 +43,7 @@ def read_record(path: Path) -> dict:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RegmixError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [k for k in (*RECORD_COLUMNS, "weights", "settings_fingerprint") if k not in record]
+    missing = [k for k in (*RECORD_COLUMNS, "weights") if k not in record]
     if missing:
         raise RegmixError(f"{path}: missing key(s) {', '.join(missing)}")
     return record
@@ -87,24 +88,67 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
                 f"{folder / 'run.json'}: run {run} was trained with other settings than run "
                 f"{first}; re-run train-proxy so that every proxy shares one configuration"
             )
-        row = {"run": run, **{WEIGHT + d: w for d, w in weights.items()}}
+        row = {"run": run, **({ROUND: int(mixture[ROUND])} if ROUND in mixture else {})}
+        row.update({WEIGHT + d: w for d, w in weights.items()})
         row.update({LOSS + d: loss for d, loss in final_losses(losses).items()})
         row.update({key: record[key] for key in RECORD_COLUMNS})
         rows.append(row)
     table = pd.DataFrame(rows)
     loss_cols = sorted(c for c in table.columns if c.startswith(LOSS))
-    ordered = ["run", *(WEIGHT + d for d in domains), *loss_cols, *RECORD_COLUMNS]
+    rounds = [ROUND] if ROUND in table else []
+    ordered = ["run", *rounds, *(WEIGHT + d for d in domains), *loss_cols, *RECORD_COLUMNS]
     return table[ordered]
 
 
-def collect_proxies(
-    mixtures_path: str | os.PathLike, proxy_dir: str | os.PathLike, out: str | os.PathLike
-) -> pd.DataFrame:
-    """Read the mixture table and every run's outputs, and write the runs table atomically."""
-    mixtures = read_table(mixtures_path, ["run"])
-    check_weights(mixtures, str(mixtures_path))
+def read_mixture_tables(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """The mixture tables of several files (rounds, or final models) as one."""
+    tables = []
+    for path in paths:
+        table = read_table(path, ["run"])
+        check_weights(table, str(path))
+        tables.append(table)
+    mixtures = pd.concat(tables, ignore_index=True)
     if mixtures.empty:
-        raise RegmixError(f"{mixtures_path}: no runs")
-    table = collect_runs(mixtures, proxy_dir)
+        raise RegmixError(f"{', '.join(map(str, paths))}: no runs")
+    return mixtures
+
+
+def collect_proxies(
+    mixtures_paths: list[str | os.PathLike], proxy_dir: str | os.PathLike, out: str | os.PathLike
+) -> pd.DataFrame:
+    """Read the mixture tables and every run's outputs, and write the runs table atomically."""
+    table = collect_runs(read_mixture_tables(mixtures_paths), proxy_dir)
+    write_table(table, out)
+    return table
+
+
+def write_batch_table(
+    mixtures_path: str | os.PathLike,
+    runs: list[str],
+    proxy_dir: str | os.PathLike,
+    out: str | os.PathLike,
+) -> pd.DataFrame:
+    """The runs-table rows of the runs one job trained (its batch), from their folders."""
+    mixtures = read_mixture_tables([mixtures_path])
+    table = collect_runs(mixtures[mixtures["run"].astype(str).isin(runs)], proxy_dir)
+    write_table(table, out)
+    return table
+
+
+def join_batches(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
+    """The runs table of every proxy: the batch tables (each the rows its job trained) joined,
+    refusing duplicated runs and runs trained under other settings than their siblings."""
+    tables = [read_table(p, ["run", "settings_fingerprint"]) for p in paths]
+    table = pd.concat(tables, ignore_index=True)
+    duplicated = table.loc[table["run"].duplicated(), "run"]
+    if not duplicated.empty:
+        raise RegmixError(f"run {duplicated.iloc[0]!r} appears in more than one batch table")
+    settings = table["settings_fingerprint"].unique()
+    if len(settings) > 1:
+        odd = table.loc[table["settings_fingerprint"] != settings[0], "run"].iloc[0]
+        raise RegmixError(
+            f"run {odd} was trained with other settings than run {table['run'].iloc[0]}; "
+            "re-run its batch so that every proxy shares one configuration"
+        )
     write_table(table, out)
     return table

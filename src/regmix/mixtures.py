@@ -15,6 +15,7 @@ not be repeated more than `max_epochs` times.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from regmix.files import read_yaml, write_table, write_yaml
 from regmix.stats import read_stats, train_tokens, valid_domains
 
 WEIGHT = "weight."
+ROUND = "round"
+"""The column of a mixture or runs table that says which round proposed a run."""
 
 
 @dataclass(frozen=True)
@@ -163,11 +166,11 @@ def pick_distinct(weights: np.ndarray, n: int, min_distance: float) -> np.ndarra
 
 
 def sample_mixtures(
-    prior: pd.Series, caps: pd.Series, n: int, config: SamplerConfig, seed: int
+    prior: pd.Series, caps: pd.Series, n: int, config: SamplerConfig, seed: int | list[int]
 ) -> np.ndarray:
     """Draw n distinct mixtures within the caps (rows of a (n × domains) weight matrix)."""
     if n < 1:
-        raise RegmixError("mixtures.n: must be >= 1")
+        raise RegmixError(f"mixtures: cannot sample {n} mixtures (need >= 1)")
     rng = np.random.default_rng(seed)
     centre = sharpened_prior(prior.to_numpy(), config.temperature)
     pool = dirichlet_draws(centre, n * config.oversample, config.strengths(), rng)
@@ -213,11 +216,12 @@ def write_proxy_mixtures(
     caps = domain_caps(tokens, final_tokens, config.max_epochs)
     weights = sample_mixtures(prior, caps, n, config, seed)
     table = mixture_table(run_names(n), list(prior.index), weights)
+    table.insert(1, ROUND, 1)
     if yaml_dir is not None:
         valid = valid_domains(stats)
-        for row in table.itertuples(index=False):
-            mixture = pd.Series(row[1:], index=prior.index)
-            write_yaml(regmix_yaml(mixture, valid), Path(yaml_dir) / f"{row.run}.yaml")
+        for run, row in zip(table["run"], weights, strict=True):
+            mixture = pd.Series(row, index=prior.index)
+            write_yaml(regmix_yaml(mixture, valid), Path(yaml_dir) / f"{run}.yaml")
     write_table(table, out)
     return table
 
@@ -253,39 +257,57 @@ def read_planted(path: str | os.PathLike, domains: list[str]) -> pd.Series:
     return weights_from_yaml({"train": blend}, str(path), domains)
 
 
-def write_final_mixtures(
+def final_mixture(
+    name: str,
     stats_path: str | os.PathLike,
-    optimum_path: str | os.PathLike,
-    planted_path: str | os.PathLike | None,
-    heldout: int,
     final_tokens: float,
-    config: SamplerConfig,
-    seed: int,
-    out: str | os.PathLike,
-) -> pd.DataFrame:
-    """The mixtures the final model is trained on: RegMix's optimum and the baselines.
+    max_epochs: float,
+    optimum_path: str | os.PathLike | None = None,
+    planted_path: str | os.PathLike | None = None,
+    heldout_seed: int | None = None,
+    sampler: SamplerConfig | None = None,
+) -> pd.Series:
+    """One final model's mixture, over the training domains of the stats table.
 
-    `prior` is the token prior (the paper's "human" mixture), `uniform` the flat mixture,
-    `planted` the synthetic corpus's planted blend (the answer RegMix should recover), and
-    `heldout<k>` fresh mixtures from the proxy sampler, whose final-scale losses test whether
-    the proxies' ranking transfers to the large model.
+    `regmix` is the simulated optimum (`optimum_path`), `prior` the token prior (the paper's
+    "human" mixture), `uniform` the flat mixture, `planted` a synthetic corpus's planted blend
+    (the answer RegMix should recover) and `heldout<k>` the k-th fresh draw of the proxy
+    sampler (`heldout_seed`): final-scale losses of those test whether the proxies' ranking
+    transfers. Each is made on its own, so adding held-out mixtures leaves the others as they
+    were. Every one first checks that the caps are feasible at the final budget, so an
+    impossible budget stops the run before any final model trains.
     """
     stats = read_stats(stats_path)
     tokens = train_tokens(stats)
     prior = token_prior(tokens)
     domains = list(prior.index)
-    rows = {
-        "regmix": weights_from_yaml(read_yaml(optimum_path), str(optimum_path), domains),
-        "prior": prior,
-        "uniform": uniform_weights(domains),
-    }
-    if planted_path is not None:
-        rows["planted"] = read_planted(planted_path, domains)
-    if heldout:
-        caps = domain_caps(tokens, final_tokens, config.max_epochs)
-        draws = sample_mixtures(prior, caps, heldout, config, seed)
-        for name, weights in zip(run_names(heldout, "heldout", 2), draws, strict=True):
-            rows[name] = pd.Series(weights, index=domains)
-    table = mixture_table(list(rows), domains, np.stack([w.to_numpy() for w in rows.values()]))
+    caps = domain_caps(tokens, final_tokens, max_epochs)
+    if name == "regmix":
+        if optimum_path is None:
+            raise RegmixError("final-mixtures: the regmix mixture needs --optimum")
+        return weights_from_yaml(read_yaml(optimum_path), str(optimum_path), domains)
+    if name == "prior":
+        return prior
+    if name == "uniform":
+        return uniform_weights(domains)
+    if name == "planted":
+        if planted_path is None:
+            raise RegmixError("final-mixtures: the planted mixture needs --planted")
+        return read_planted(planted_path, domains)
+    match = re.fullmatch(r"heldout(\d+)", name)
+    if match and heldout_seed is not None:
+        config = sampler or SamplerConfig(max_epochs=max_epochs)
+        draw = sample_mixtures(prior, caps, 1, config, [heldout_seed, int(match[1])])
+        return pd.Series(draw[0], index=domains)
+    raise RegmixError(
+        f"final-mixtures: unknown mixture {name!r} (expected regmix, prior, uniform, planted or "
+        "heldout<k> with --heldout-seed)"
+    )
+
+
+def write_final_mixture(name: str, out: str | os.PathLike, **sources) -> pd.DataFrame:
+    """`regmix final-mixtures`: one final model's mixture as a one-row mixture table."""
+    weights = final_mixture(name, **sources)
+    table = mixture_table([name], list(weights.index), weights.to_numpy()[None, :])
     write_table(table, out)
     return table

@@ -328,6 +328,7 @@ def simulate(
 
     optimum = best.mean()
     predicted = float(model.regressor.predict(optimum[None, :])[0])
+    interval = prediction_interval(model.regressor, refits, optimum)
     counts = {
         "drawn": sum(r.drawn for r in results),
         "within_caps": sum(r.within_caps for r in results),
@@ -335,6 +336,7 @@ def simulate(
     }
     report = {
         "predicted_loss": round(predicted, 6),
+        **({"predicted_interval": interval} if interval else {}),
         "target": model.spec["target"],
         "model": model.spec["model"],
         "top_k_mean_prediction": round(float(best.predictions.mean()), 6),
@@ -370,6 +372,41 @@ def simulate(
     top["nearest_run"] = nearest_distance(best.weights, support.runs)
     top["inside_support"] = support.contains(best.weights, top["nearest_run"].to_numpy())
     return Simulation(domains, optimum, predicted, top, prior, report, spread, valid_domains(stats))
+
+
+INTERVAL_LEVEL = 0.95
+Z_95 = 1.959964
+
+
+def prediction_interval(
+    regressor: Regressor, refits: list[Regressor], optimum: np.ndarray
+) -> dict[str, Any] | None:
+    """How sure the predicted loss of the optimum is: a 95% interval for the loss a proxy
+    trained on it would measure.
+
+    A Gaussian process gives it from its posterior (seed noise included); other regressors
+    from the spread of their bootstrap refits (their lowest to highest prediction, a rough
+    range with few refits); None without either.
+    """
+    row = optimum[None, :]
+    if hasattr(regressor, "predict_std"):
+        mean = float(regressor.predict(row)[0])
+        std = float(regressor.predict_std(row)[0])
+        return {
+            "lower": round(mean - Z_95 * std, 6),
+            "upper": round(mean + Z_95 * std, 6),
+            "level": INTERVAL_LEVEL,
+            "method": "gaussian process posterior, seed noise included",
+        }
+    if refits:
+        predictions = [float(r.predict(row)[0]) for r in refits]
+        return {
+            "lower": round(min(predictions), 6),
+            "upper": round(max(predictions), 6),
+            "level": None,
+            "method": f"range of {len(refits)} bootstrap refits",
+        }
+    return None
 
 
 def _support_report(
@@ -437,8 +474,10 @@ def write_simulation(
 def summary_line(report: dict[str, Any]) -> str:
     """One stderr line a person reads after `regmix simulate`."""
     where = report["support"]["optimum"]
+    interval = report.get("predicted_interval")
+    sure = f" [{interval['lower']:.4f}, {interval['upper']:.4f}]" if interval else ""
     line = (
-        f"regmix simulate: predicted {report['target']} loss {report['predicted_loss']:.4f} "
+        f"regmix simulate: predicted {report['target']} loss {report['predicted_loss']:.4f}{sure} "
         f"(best proxy run {report['best_run_loss']:.4f}); optimum at {where['nearest_run']:.3f} "
         f"from the nearest run ({where['radius_ratio']}× the support radius)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from scipy.stats import spearmanr
 from regmix.errors import RegmixError
 from regmix.files import read_table, read_yaml, write_table, write_text
 from regmix.mixtures import WEIGHT, mixture_domains, read_planted
-from regmix.runs import STATUS_OK, loss_domains, parse_target, read_runs
+from regmix.runs import LOSS, RUN_LOSSES, STATUS_OK, loss_domains, parse_target, read_runs
 
 BASELINES = ("prior", "uniform", "planted")
 
@@ -92,6 +93,92 @@ def verdict(table: pd.DataFrame) -> Verdict:
     )
 
 
+@dataclass(frozen=True)
+class OptimumCheck:
+    """What the simulation promised for the recommended mixture, and what a proxy measured."""
+
+    predicted: float
+    lower: float | None
+    upper: float | None
+    interval_method: str | None
+    best_run: float
+    """The lowest target loss any proxy run of the regression reached."""
+    outside_support: bool
+    support_note: str
+    actual: float | None
+    """The target loss of a proxy trained on the recommended mixture (None: not trained)."""
+
+    @property
+    def within_interval(self) -> bool | None:
+        if self.actual is None or self.lower is None or self.upper is None:
+            return None
+        return self.lower <= self.actual <= self.upper
+
+
+def optimum_check(optimum: dict, target: str, proxy_dir: str | os.PathLike | None) -> OptimumCheck:
+    """The optimum's prediction (from simulate's mixture.yaml) beside its proxy's actual loss."""
+    from regmix.simulate import outside_support
+
+    interval = optimum.get("predicted_interval") or {}
+    where = optimum["support"]["optimum"]
+    beyond = ", ".join(where["beyond_runs"])
+    if outside_support(optimum):
+        note = (
+            f"outside what the proxy runs cover ({where['radius_ratio']}x the support radius"
+            + (f"; more {beyond} than any run" if beyond else "")
+            + "): its predicted loss is an extrapolation"
+        )
+    else:
+        note = (
+            f"inside what the proxy runs cover (nearest run at {where['radius_ratio']}x the "
+            "support radius)"
+        )
+    actual = None
+    if proxy_dir is not None:
+        losses = read_table(Path(proxy_dir) / RUN_LOSSES)
+        last = losses[losses["step"] == losses["step"].max()]
+        wide = pd.DataFrame([dict(zip(LOSS + last["domain"], last["loss"], strict=True))])
+        wide.insert(0, "run", "optimum")
+        parsed = parse_target(target, loss_domains(wide), str(proxy_dir))
+        actual = float(parsed.values(wide, str(proxy_dir))[0])
+    return OptimumCheck(
+        predicted=float(optimum["predicted_loss"]),
+        lower=interval.get("lower"),
+        upper=interval.get("upper"),
+        interval_method=interval.get("method"),
+        best_run=float(optimum["best_run_loss"]),
+        outside_support=outside_support(optimum),
+        support_note=note,
+        actual=actual,
+    )
+
+
+def optimum_lines(check: OptimumCheck) -> list[str]:
+    """The summary's words about the recommended mixture: how sure, and where it stands."""
+    sure = ""
+    if check.lower is not None:
+        sure = f" (95% interval {check.lower:.4f} … {check.upper:.4f}, {check.interval_method})"
+    lines = [
+        "## How sure is the recommendation?",
+        "",
+        f"- predicted proxy-scale target loss: {check.predicted:.4f}{sure}",
+        f"- best proxy run: {check.best_run:.4f}"
+        + (
+            "; the prediction is below every run, i.e. better than anything measured"
+            if check.predicted < check.best_run
+            else ""
+        ),
+        f"- the recommended mixture lies {check.support_note}",
+    ]
+    if check.actual is not None:
+        inside = {True: "inside", False: "**outside**", None: "n/a"}[check.within_interval]
+        lines.append(
+            f"- trained as a proxy it measured {check.actual:.4f} "
+            f"({check.actual - check.predicted:+.4f} from the prediction; {inside} the interval)"
+        )
+    return [*lines, ""]
+
+
 def _yes(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[value]
 
@@ -100,7 +187,13 @@ def _figure(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def markdown(table: pd.DataFrame, result: Verdict, target: str, cv: dict | None) -> str:
+def markdown(
+    table: pd.DataFrame,
+    result: Verdict,
+    target: str,
+    cv: dict | None,
+    check: OptimumCheck | None = None,
+) -> str:
     """The human-readable summary."""
     has_planted = "l1_to_planted" in table
     lines = [
@@ -126,7 +219,10 @@ def markdown(table: pd.DataFrame, result: Verdict, target: str, cv: dict | None)
             f"- regressor `{cv['model']}`: {cv['folds']}-fold CV Spearman on "
             f"{cv['n_runs']} proxies {_figure(cv.get('spearman'), 3)}"
         )
-    lines += ["", "## Final models", ""]
+    lines += [""]
+    if check is not None:
+        lines += optimum_lines(check)
+    lines += ["## Final models", ""]
     header = ["model", "kind", "target loss", "predicted"]
     header += ["L1 to planted"] if has_planted else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -157,6 +253,8 @@ def summarize_final(
     out_markdown: str | os.PathLike,
     planted_path: str | os.PathLike | None = None,
     metrics_path: str | os.PathLike | None = None,
+    optimum_path: str | os.PathLike | None = None,
+    optimum_proxy: str | os.PathLike | None = None,
 ) -> Verdict:
     """Write summary.parquet and summary.md for the final runs; return the verdict."""
     runs = read_runs(runs_path)
@@ -165,8 +263,11 @@ def summarize_final(
     if planted_path is not None:
         planted = read_planted(planted_path, mixture_domains(runs))
     cv = read_yaml(metrics_path) if metrics_path is not None else None
+    check = None
+    if optimum_path is not None:
+        check = optimum_check(read_yaml(optimum_path), target, optimum_proxy)
     table = summary_table(runs, predictions, target, planted)
     result = verdict(table)
     write_table(table, out_table)
-    write_text(markdown(table, result, target, cv), out_markdown)
+    write_text(markdown(table, result, target, cv, check), out_markdown)
     return result

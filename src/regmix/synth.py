@@ -382,6 +382,7 @@ def write_corpus(out: str | os.PathLike, config: SynthConfig = SynthConfig()) ->
             "target": TARGET,
             "weights": {d: round(w / total, 6) for d, w in config.planted.items()},
             "seed": config.seed,
+            "scale": config.scale,
         },
         out / "planted.yaml",
     )

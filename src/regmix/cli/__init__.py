@@ -26,6 +26,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     regression.add_fit,
     regression.add_predict,
     regression.add_simulate,
+    regression.add_propose,
     final.add_final_mixtures,
     training.add_train_final,
     final.add_summarize,

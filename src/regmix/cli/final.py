@@ -12,35 +12,41 @@ from regmix.cli.args import dataclass_from, json_object
 def add_final_mixtures(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "final-mixtures",
-        help="the final model's mixtures: RegMix's optimum, baselines and held-out mixtures",
-        description="Write a mixture table with rows regmix (the optimum), prior (token shares), "
-        "uniform, planted (synthetic corpus only) and heldout<k> (fresh proxy-sampler draws, "
-        "used to check that the proxies' ranking transfers to the final scale).",
+        help="one final model's mixture: RegMix's optimum, a baseline or a held-out mixture",
+        description="Write a one-row mixture table for --name: regmix (the optimum, from "
+        "--optimum), prior (token shares), uniform, planted (--planted, synthetic corpus only) or "
+        "heldout<k> (the k-th fresh proxy-sampler draw of --heldout-seed, used to check that the "
+        "proxies' ranking transfers to the final scale). Fails if the caps cannot be met at the "
+        "final budget.",
     )
+    p.add_argument("--name", required=True, help="regmix, prior, uniform, planted, heldout<k>")
     p.add_argument("--stats", type=Path, required=True)
-    p.add_argument("--optimum", type=Path, required=True, help="mixture.yaml from `simulate`")
-    p.add_argument("--planted", type=Path, help="planted.yaml of a synthetic corpus")
-    p.add_argument("--heldout", type=int, default=0, help="number of held-out mixtures")
     p.add_argument("--final-tokens", type=float, required=True)
-    p.add_argument("--seed", type=int, default=1042, help="sampler seed for held-out mixtures")
+    p.add_argument("--max-epochs", type=float, default=15.0, help="repetition cap (default 15)")
+    p.add_argument("--optimum", type=Path, help="mixture.yaml from `simulate` (for regmix)")
+    p.add_argument("--planted", type=Path, help="planted.yaml of a synthetic corpus")
+    p.add_argument("--heldout-seed", type=int, help="sampler seed of the held-out mixtures")
     p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=_final_mixtures)
 
 
 def _final_mixtures(args: argparse.Namespace) -> None:
-    from regmix.mixtures import SamplerConfig, write_final_mixtures
+    from dataclasses import replace
 
-    config = dataclass_from(SamplerConfig, args.sampler, "--sampler")
-    write_final_mixtures(
-        args.stats,
-        args.optimum,
-        args.planted,
-        args.heldout,
-        args.final_tokens,
-        config,
-        args.seed,
+    from regmix.mixtures import SamplerConfig, write_final_mixture
+
+    sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
+    write_final_mixture(
+        args.name,
         args.out,
+        stats_path=args.stats,
+        final_tokens=args.final_tokens,
+        max_epochs=args.max_epochs,
+        optimum_path=args.optimum,
+        planted_path=args.planted,
+        heldout_seed=args.heldout_seed,
+        sampler=replace(sampler, max_epochs=args.max_epochs),
     )
 
 
@@ -57,6 +63,10 @@ def add_summarize(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("--planted", type=Path, help="planted.yaml of a synthetic corpus")
     p.add_argument("--metrics", type=Path, help="the regressor's metrics.json (CV figures)")
+    p.add_argument("--optimum", type=Path, help="mixture.yaml from `simulate` (its prediction)")
+    p.add_argument(
+        "--optimum-proxy", type=Path, help="folder of the optimum trained as a proxy (losses)"
+    )
     p.add_argument("--out", type=Path, required=True, help="summary table (.parquet)")
     p.add_argument("--markdown", type=Path, required=True, help="summary page (.md)")
     p.set_defaults(handler=_summarize)
@@ -73,6 +83,8 @@ def _summarize(args: argparse.Namespace) -> None:
         args.markdown,
         args.planted,
         args.metrics,
+        args.optimum,
+        args.optimum_proxy,
     )
     wins = ", ".join(
         f"{'beats' if won else 'LOSES TO'} {name}" for name, won in verdict.beats.items()

@@ -191,3 +191,62 @@ def _simulate(args: argparse.Namespace) -> None:
         title = f"{result.report['model']} optimum for {result.report['target']}"
         optimum = pd.Series(result.optimum, index=result.domains)
         plot_optimum(optimum, result.prior, args.plot, result.spread, title)
+
+
+def add_propose(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "propose",
+        help="propose the next round's mixtures from the runs so far (active rounds)",
+        description="Fit a Gaussian process to the runs so far and choose the N mixtures that "
+        "tell most about the optimum (batch Thompson sampling by default). Writes a mixture "
+        "table (run, round, weight.<domain>...). With --pool, picks N rows of the pool (a "
+        "mixture/runs table or a RegMix mixture CSV) that are not in --runs, keeping their run "
+        "names: this replays the method on published runs. Without it, candidates come from "
+        "RegMix's sampler and from around the best runs, within the repetition caps, and new "
+        "runs continue the run numbering.",
+    )
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="runs tables so far")
+    p.add_argument("--target", required=True, help="as for `fit`")
+    p.add_argument("--n", type=int, required=True, help="mixtures to propose")
+    p.add_argument("--out", type=Path, required=True, help="mixture table to write (.parquet)")
+    p.add_argument("--pool", type=Path, help="choose from these mixtures instead of sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--round", type=int, help="write this round number in a `round` column")
+    p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
+    p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")
+    p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
+    p.add_argument(
+        "--acquisition",
+        type=json_object,
+        default={},
+        help='AcquisitionConfig fields (JSON), e.g. {"method": "ucb"}; methods: thompson '
+        "(default), ucb, greedy, random",
+    )
+    add_threads_argument(p)
+    p.set_defaults(handler=_propose)
+
+
+def _propose(args: argparse.Namespace) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from regmix.mixtures import SamplerConfig
+    from regmix.parallel import available_threads
+    from regmix.propose import AcquisitionConfig, write_proposal
+
+    config = dataclass_from(AcquisitionConfig, args.acquisition, "--acquisition")
+    sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
+    with threadpool_limits(args.threads or available_threads()):
+        table = write_proposal(
+            args.runs,
+            args.target,
+            args.n,
+            args.out,
+            config,
+            args.seed,
+            args.round,
+            args.pool,
+            args.stats,
+            args.final_tokens,
+            sampler,
+        )
+    print(f"regmix propose: {len(table)} mixtures ({config.method}) -> {args.out}", file=sys.stderr)

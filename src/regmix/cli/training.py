@@ -31,6 +31,11 @@ def add_train_proxy(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument(
+        "--table",
+        type=Path,
+        help="also write the trained runs' rows of the runs table here, once all are done",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -58,6 +63,10 @@ def _train_proxy(args: argparse.Namespace) -> None:
     config = dataclass_from(TrainConfig, args.settings, "--settings")
     with _granted_devices(args.gpus, config) as config:
         train_proxies(args.data, args.mixtures, args.runs, config, args.out, args.work)
+    if args.table is not None:
+        from regmix.collect import write_batch_table
+
+        write_batch_table(args.mixtures, args.runs, args.out, args.table)
 
 
 @contextmanager
@@ -101,19 +110,29 @@ def add_collect_proxies(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "collect-proxies",
         help="fan the proxy runs in to the runs table",
-        description="One row per run of --mixtures: run, weight.<domain>..., loss.<domain>... "
-        "(at the last evaluation), status, tokens, params and timings, from <proxy-dir>/<run>/.",
+        description="Either join the batch tables that `train-proxy --table` wrote (--batches), "
+        "or read every run of --mixtures from <proxy-dir>/<run>/: one row per run with run, "
+        "round, weight.<domain>..., loss.<domain>... (at the last evaluation), status, settings "
+        "fingerprint, tokens, params and timings. Runs trained under different settings are "
+        "refused.",
     )
-    p.add_argument("--mixtures", type=Path, required=True, help="mixture table (.parquet)")
-    p.add_argument("--proxy-dir", type=Path, required=True, help="train-proxy's --out folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--batches", type=Path, nargs="+", help="batch tables to join")
+    source.add_argument("--mixtures", type=Path, nargs="+", help="mixture tables (.parquet)")
+    p.add_argument("--proxy-dir", type=Path, help="train-proxy's --out folder (with --mixtures)")
     p.add_argument("--out", type=Path, required=True, help="runs table (.parquet)")
     p.set_defaults(handler=_collect_proxies)
 
 
 def _collect_proxies(args: argparse.Namespace) -> None:
-    from regmix.collect import collect_proxies
+    from regmix.collect import collect_proxies, join_batches
 
-    collect_proxies(args.mixtures, args.proxy_dir, args.out)
+    if args.batches:
+        join_batches(args.batches, args.out)
+    elif args.proxy_dir is None:
+        raise RegmixError("collect-proxies: --mixtures needs --proxy-dir")
+    else:
+        collect_proxies(args.mixtures, args.proxy_dir, args.out)
 
 
 def add_train_final(commands: argparse._SubParsersAction) -> None:
