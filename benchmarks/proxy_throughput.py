@@ -7,6 +7,11 @@ alternating trials; the speed ratio is given in wall time and in user CPU time (
 Model FLOP/s counts 6·N·tokens + causal attention (ModelConfig.flops_per_token) and is set
 against this machine's fp32 matmul peak, measured in the same run.
 
+A second table gives the same Lightning/plain ratio on the demo proxy setting with each
+experiment tracker (`tracking.backend`) on, logging the training loss every `log_every` steps
+as training does, beside what one logging call costs and that cost spread over the steps
+(backends whose package is not installed are skipped).
+
 The deployment setting is one single-threaded worker per core, so it measures one thread.
 Hold the CPU lock while it runs:
 
@@ -18,7 +23,10 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -26,9 +34,18 @@ import lightning as L
 import numpy as np
 import torch
 
+from regmix.errors import RegmixError
 from regmix.loader import MixedBatches
 from regmix.model import next_token_loss
-from regmix.train import LanguageModeling, TrainConfig, build_trainer
+from regmix.tracking import (
+    BACKENDS,
+    TrackingConfig,
+    build_logger,
+    check_installed,
+    finish_logger,
+    hyperparameters,
+)
+from regmix.train import LanguageModeling, TrackerLogging, TrainConfig, build_trainer
 
 CASES = [
     # preset, vocabulary, batch size, sequence length
@@ -108,13 +125,28 @@ class StepClock(L.Callback):
         self.stamps.append(stamp())
 
 
-def lightning_loop(module: LanguageModeling, config: TrainConfig) -> list[Stamp]:
+def lightning_loop(
+    module: LanguageModeling, config: TrainConfig, tracking: TrackingConfig | None = None
+) -> list[Stamp]:
+    """regmix's Trainer, reporting to `tracking`'s tracker as training does (none: no logger)."""
     clock = StepClock()
-    build_trainer(config, [clock]).fit(module)
+    if tracking is None or not tracking.enabled:
+        build_trainer(config, [clock]).fit(module)
+        return clock.stamps
+    with tempfile.TemporaryDirectory() as state:
+        logger = build_logger(tracking, "run0001", "proxy", state)
+        weights = {f"d{i}": 0.25 for i in range(4)}
+        params = hyperparameters("run0001", "proxy", tracking.group, "-", weights, asdict(config))
+        # The tracker's callback first, as in training: the clock's stamp includes its logging.
+        reporter = TrackerLogging(params, tracking.log_every, config.steps)
+        build_trainer(config, [reporter, clock], logger).fit(module)
+        finish_logger(logger)
     return clock.stamps
 
 
-def measure(case, steps: int, warmup: int, trials: int) -> dict:
+def measure(
+    case, steps: int, warmup: int, trials: int, tracking: TrackingConfig | None = None
+) -> dict:
     """Seconds per step (wall and user CPU) of both loops over their timed steps."""
     preset, vocab, batch, seq_len = case
     config = TrainConfig(model=preset, seq_len=seq_len, batch_size=batch, steps=warmup + steps)
@@ -130,7 +162,7 @@ def measure(case, steps: int, warmup: int, trials: int) -> dict:
             if name == "plain":
                 stamps = plain_loop(module, config, warmup + steps)
             else:
-                stamps = lightning_loop(module, config)
+                stamps = lightning_loop(module, config, tracking)
             totals[name] += np.subtract(stamps[-1], stamps[warmup])
     per_step = {name: total / (steps * trials) for name, total in totals.items()}
     return {
@@ -139,22 +171,59 @@ def measure(case, steps: int, warmup: int, trials: int) -> dict:
         "wall_ratio": per_step["plain"][0] / per_step["lightning"][0],
         "cpu_ratio": per_step["plain"][1] / per_step["lightning"][1],
         "flops_per_token": model_config.flops_per_token(seq_len),
+        "seconds_per_step": per_step["lightning"][0],
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per trial")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trial")
-    parser.add_argument("--trials", type=int, default=4, help="alternating trials per loop")
-    args = parser.parse_args()
+def logging_call_seconds(tracking: TrackingConfig, calls: int = 200) -> float:
+    """Wall seconds of one training-loss logging call (what a logged step adds)."""
+    with tempfile.TemporaryDirectory() as state:
+        logger = build_logger(tracking, "calls", "proxy", state)
+        logger.log_metrics({"train/loss": 1.0}, step=0)  # opens the run, file or writer
+        start = time.perf_counter()
+        for step in range(1, calls + 1):
+            logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        seconds = (time.perf_counter() - start) / calls
+        logger.finalize("success")
+        finish_logger(logger)
+    return seconds
 
-    torch.manual_seed(0)
+
+def tracker_table(steps: int, warmup: int, trials: int) -> None:
+    """Lightning/plain speed with each tracker on, on the demo's proxy setting."""
+    case = CASES[0]
+    every = TrackingConfig().log_every
     print(
-        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} thread(s)"
+        f"\nExperiment trackers on {case[0]} V={case[1]} B={case[2]} T={case[3]}: training "
+        f"loss logged every {every} steps; {steps} timed steps x {trials} trials per loop"
     )
-    peak = matmul_peak()
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    header = (
+        f"{'tracking.backend':<17} {'Lightning/plain speed: wall':>28} {'user CPU':>9} "
+        f"{'ms per log call':>16} {'per step':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as root:
+        for backend in BACKENDS:
+            try:
+                check_installed(backend)
+            except RegmixError:
+                print(f'{backend:<17} (not installed: pip install "regmix[{backend}]")')
+                continue
+            tracking = TrackingConfig(
+                backend=backend, dir=str(Path(root) / "tracking"), group="benchmark"
+            )
+            r = measure(case, steps, warmup, trials, tracking)
+            if tracking.enabled:
+                call = logging_call_seconds(tracking)
+                cost = f"{call * 1e3:>16.3f} {call / (every * r['seconds_per_step']):>9.2%}"
+            else:
+                cost = f"{'-':>16} {'-':>9}"
+            print(f"{backend:<17} {r['wall_ratio']:>28.3f} {r['cpu_ratio']:>9.3f} {cost}")
+
+
+def case_table(peak: float, steps: int, warmup: int, trials: int) -> None:
+    """Speed, FLOP/s and the Lightning/plain ratio of each case, without a tracker."""
     header = (
         f"{'case':<34} {'tokens/s':>9} {'GFLOP/s':>8} {'of peak':>8} "
         f"{'Lightning/plain speed: wall':>28} {'user CPU':>9}"
@@ -162,12 +231,38 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for case in CASES:
-        r = measure(case, args.steps, args.warmup, args.trials)
+        r = measure(case, steps, warmup, trials)
         flops = r["tokens_per_s"] * r["flops_per_token"]
         print(
             f"{r['case']:<34} {r['tokens_per_s']:>9,.0f} {flops / 1e9:>8.1f} "
             f"{flops / peak:>8.2f} {r['wall_ratio']:>28.3f} {r['cpu_ratio']:>9.3f}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per trial")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trial")
+    parser.add_argument("--trials", type=int, default=4, help="alternating trials per loop")
+    parser.add_argument(
+        "--tracker-steps", type=int, default=40, help="timed steps per trial with a tracker on"
+    )
+    parser.add_argument("--tracker-trials", type=int, default=2, help="trials per tracker")
+    parser.add_argument(
+        "--trackers-only", action="store_true", help="only the experiment trackers' table"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    torch.manual_seed(0)
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} thread(s)"
+    )
+    peak = matmul_peak()
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    if not args.trackers_only:
+        case_table(peak, args.steps, args.warmup, args.trials)
+    tracker_table(args.tracker_steps, args.warmup, args.tracker_trials)
     print(f"fp32 matmul peak after the cases: {matmul_peak() / 1e9:.1f} GFLOP/s")
 
 

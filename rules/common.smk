@@ -16,6 +16,7 @@ from regmix.sweep import (
     optimum_proxy_dir,
     runs_table,
 )
+from regmix.tracking import tracking_settings
 from regmix.train_config import TRAINING_MODULES
 
 
@@ -63,6 +64,30 @@ def source_hash(*modules):
 
 def as_json(mapping):
     return json.dumps(mapping, sort_keys=True, separators=(",", ":"))
+
+
+class Unrecorded:
+    """A rule parameter that Snakemake does not record, so that changing it re-runs nothing.
+
+    The params trigger compares only values Snakemake can serialize (builtins, pandas objects)
+    and skips any other object; the shell command gets str(value). A global in the shell text
+    would do the same but fails `snakemake --lint`.
+    """
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __repr__(self):
+        return "Unrecorded()"  # constant, should a Snakemake ever record the repr
+
+
+def tracking_argument():
+    """The training rules' --tracking JSON: the experiment tracker never re-runs a job (nor
+    changes a run's fingerprint), so a tracker switched on after a sweep retrains nothing."""
+    return Unrecorded(as_json(tracking_settings(config)))
 
 
 def corpus_input():

@@ -36,6 +36,7 @@ rule train_final:
     params:
         data=input_folder("stats"),
         settings=as_json(train_settings("final")),
+        tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     log:
         "logs/final/{name}.log",
@@ -51,7 +52,8 @@ rule train_final:
         "../environment.yml"
     shell:
         "regmix train-final --data {params.data} --mixtures {input.mixtures} --run {wildcards.name}"
-        " --settings {params.settings:q} --threads {threads} --gpus {resources.gpu}"
+        " --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --threads {threads} --gpus {resources.gpu}"
         " --out results/final"
         " --work results/checkpoints/final > {log} 2>&1"
 

@@ -17,6 +17,7 @@ rule train_proxy:
         runs=batch_runs,
         data=input_folder("stats"),
         settings=as_json(train_settings("proxy")),
+        tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     log:
         "logs/proxy/{batch}.log",
@@ -33,7 +34,8 @@ rule train_proxy:
         "../environment.yml"
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures}"
-        " --runs {params.runs} --settings {params.settings:q} --threads {threads}"
+        " --runs {params.runs} --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --threads {threads}"
         " --gpus {resources.gpu} --out results/proxy --work results/checkpoints/proxy"
         " --table {output} > {log} 2>&1"
 
@@ -64,6 +66,7 @@ rule train_optimum_proxy:
         data=input_folder("stats"),
         out=Path(optimum_proxy_dir()).parent,
         settings=as_json(train_settings("proxy")),
+        tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     log:
         "logs/optimal/proxy.log",
@@ -76,5 +79,6 @@ rule train_optimum_proxy:
         "../environment.yml"
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures} --runs {OPTIMUM}"
-        " --settings {params.settings:q} --threads {threads} --gpus {resources.gpu}"
+        " --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --threads {threads} --gpus {resources.gpu}"
         " --out {params.out} --work results/checkpoints/optimum > {log} 2>&1"

@@ -10,7 +10,9 @@ models differ only in their `TrainConfig` (preset, tokens, devices, precision). 
 - stops at the first non-finite training loss and reports itself "diverged" instead of failing
   the job or writing a row of garbage;
 - leaves a copy of its small results in the work folder, so a finished run is re-published,
-  not retrained, if a workflow manager deletes the outputs of a failed multi-run job.
+  not retrained, if a workflow manager deletes the outputs of a failed multi-run job;
+- reports to an experiment tracker when one is configured (regmix.tracking): its mixture and
+  settings as hyper-parameters, the training loss every few steps, each evaluation's losses.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.utilities.warnings import disable_possible_user_warnings
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -46,6 +49,13 @@ from regmix.mixtures import WEIGHT, check_weights, mixture_domains
 from regmix.model import Transformer, next_token_loss
 from regmix.model_config import ModelConfig
 from regmix.runs import RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD, STATUS_DIVERGED, STATUS_OK
+from regmix.tracking import (
+    TrackingConfig,
+    build_logger,
+    finish_logger,
+    hyperparameters,
+    log_hyperparameters,
+)
 from regmix.train_config import TRAINING_MODULES, TrainConfig, digest
 
 CHECKPOINT = "last.ckpt"
@@ -258,6 +268,10 @@ class RunProgress(L.Callback):
             losses = validation_losses(pl_module.model, self.windows, self.eval_batch_size)
         pl_module.train()
         self.evaluations.append({"step": step, "losses": losses})
+        if trainer.logger is not None:
+            metrics = {f"val/{domain}": loss for domain, loss in losses.items()}
+            metrics["val/mean"] = sum(losses.values()) / len(losses)
+            trainer.logger.log_metrics(metrics, step=step)  # Lightning's loggers: rank 0 only
         if trainer.is_global_zero:
             self.report(step, losses)
 
@@ -284,6 +298,41 @@ class RunProgress(L.Callback):
         if trainer.is_global_zero:
             os.replace(partial, self.checkpoint)
         trainer.strategy.barrier("regmix checkpoint rename")
+
+
+class TrackerLogging(L.Callback):
+    """Reports a run to its experiment tracker (the Trainer's logger): the hyper-parameters
+    when training starts, the training loss every `every` optimizer steps and at the last.
+
+    Other steps cost a modulo; a logged step costs one `.item()` (the only device sync that
+    logging adds). With gradient accumulation the step's loss is the mean of its micro-batches'
+    (Lightning hands each one over already divided by their number). In a multi-device run it
+    is rank 0's share of the batch, not averaged over devices, to avoid a collective.
+    Validation losses are logged by RunProgress as it evaluates.
+    """
+
+    def __init__(self, hyperparameters: Mapping, every: int, last: int) -> None:
+        self.hyperparameters = hyperparameters
+        self.every, self.last = every, last
+        self._sum: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.logger is not None:
+            log_hyperparameters(trainer.logger, self.hyperparameters)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not outputs or trainer.logger is None:  # a diverged step returns no loss
+            self._sum = None
+            return
+        boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        step = trainer.global_step if boundary else trainer.global_step + 1
+        if step % self.every and step != self.last:
+            return
+        loss = outputs["loss"].detach()
+        self._sum = loss if self._sum is None else self._sum + loss
+        if boundary:
+            trainer.logger.log_metrics({"train/loss": float(self._sum)}, step=step)
+            self._sum = None
 
 
 # --- one run, end to end --------------------------------------------------------------------
@@ -322,8 +371,11 @@ def precision_for(config: TrainConfig) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Trainer:
-    """A Trainer with the per-step costs we do not use (progress bar, logger, summary) off."""
+def build_trainer(
+    config: TrainConfig, callbacks: Sequence[L.Callback], logger: Logger | None = None
+) -> L.Trainer:
+    """A Trainer with the per-step costs we do not use (progress bar, summary) off, and no
+    logger unless an experiment tracker's is given."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     single = config.devices in (1, "1") and config.strategy == "auto"
@@ -340,7 +392,7 @@ def build_trainer(config: TrainConfig, callbacks: Sequence[L.Callback]) -> L.Tra
         callbacks=list(callbacks),
         # A single-process run ignores SLURM's variables instead of misreading its job layout.
         plugins=[LightningEnvironment()] if single else (lightning_plugins() or None),
-        logger=False,
+        logger=logger if logger is not None else False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -381,13 +433,17 @@ def train_mixture(
     work_dir: str | os.PathLike,
     callbacks: Sequence[L.Callback] = (),
     keep_model: bool = False,
+    tracking: TrackingConfig | None = None,
+    kind: str = "proxy",
 ) -> RunResult:
     """Train one run on one mixture, resuming from its checkpoint in `work_dir` if it has one.
 
     `work_dir` is the run's own folder; its results are kept there under the run's
     fingerprint (`<work_dir>/<fingerprint>/`), and a finished run returns them without
     training again. With `keep_model` the trained model is kept too, exported for Hugging
-    Face (proxies are only measured; final models are used).
+    Face (proxies are only measured; final models are used). `tracking` names the experiment
+    tracker a trained run reports to (as a `kind` run: proxy or final); it changes nothing
+    the run computes.
     """
     started = time.perf_counter()
     valid = open_shards(data_dir, "valid")
@@ -418,9 +474,22 @@ def train_mixture(
     checkpoint = folder / CHECKPOINT
     progress = RunProgress(config, windows, checkpoint if config.checkpoint_every else None, run)
     module = LanguageModeling(model_config, config, batches)
-    trainer = build_trainer(config, [progress, *callbacks])
     resume = checkpoint if checkpoint.is_file() else None
-    trainer.fit(module, ckpt_path=resume)
+    callbacks = [progress, *callbacks]
+    logger = None
+    if tracking is not None and tracking.enabled:
+        resume_step = checkpoint_step(resume) if resume is not None else None
+        logger = build_logger(tracking, run, kind, folder, resume_step)
+        hparams = hyperparameters(run, kind, tracking.group, fingerprint, weights, asdict(config))
+        # First: a step's training loss is logged before RunProgress checkpoints that step.
+        callbacks.insert(0, TrackerLogging(hparams, tracking.log_every, config.steps))
+    trainer = build_trainer(config, callbacks, logger)
+    try:
+        trainer.fit(module, ckpt_path=resume)
+    except BaseException:
+        finish_logger(logger, failed=True)
+        raise
+    finish_logger(logger)
 
     losses = loss_table(run, progress.evaluations, config.tokens_per_step)
     finite = bool(np.isfinite(losses["loss"]).all())
@@ -458,6 +527,11 @@ def train_mixture(
         save_result(result, folder)
         checkpoint.unlink(missing_ok=True)  # the results are kept; the heavy state is not
     return result
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was taken at (memory-mapped: its tensors stay on disk)."""
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
 
 
 @functools.cache
@@ -545,11 +619,14 @@ def train_proxies(
     work_dir: str | os.PathLike,
     callbacks: Sequence[L.Callback] = (),
     keep_model: bool = False,
+    tracking: TrackingConfig | None = None,
+    kind: str = "proxy",
 ) -> list[RunResult]:
     """Train several runs back to back in this process (RegMix's proxies, `proxies_per_job`).
 
     One process pays the imports and first-step costs once for all of them. A diverged run is
-    recorded and the job goes on with the next. `keep_model` also publishes each trained model.
+    recorded and the job goes on with the next. `keep_model` also publishes each trained model;
+    each trained run reports to `tracking`'s tracker as a `kind` run.
     """
     if len(set(runs)) != len(runs):
         raise RegmixError("--runs: a run is listed twice")
@@ -557,7 +634,15 @@ def train_proxies(
     results = []
     for run in runs:
         result = train_mixture(
-            data_dir, run, mixtures[run], config, Path(work_dir) / run, callbacks, keep_model
+            data_dir,
+            run,
+            mixtures[run],
+            config,
+            Path(work_dir) / run,
+            callbacks,
+            keep_model,
+            tracking,
+            kind,
         )
         if result.is_global_zero:
             publish(result, Path(out_dir) / run)
@@ -573,10 +658,19 @@ def train_final(
     config: TrainConfig,
     out_dir: str | os.PathLike,
     work_dir: str | os.PathLike,
+    tracking: TrackingConfig | None = None,
 ) -> RunResult:
     """Train one final model on its mixture and publish its losses, record and HF export."""
     return train_proxies(
-        data_dir, mixtures_path, [run], config, out_dir, work_dir, keep_model=True
+        data_dir,
+        mixtures_path,
+        [run],
+        config,
+        out_dir,
+        work_dir,
+        keep_model=True,
+        tracking=tracking,
+        kind="final",
     )[0]
 
 

@@ -28,6 +28,7 @@ def add_train_proxy(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--mixtures", type=Path, required=True, help="mixture table (.parquet)")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="runs to train")
     p.add_argument("--settings", type=json_object, default={}, help="TrainConfig fields (JSON)")
+    add_tracking_argument(p)
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument(
@@ -46,6 +47,27 @@ def add_train_proxy(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train_proxy)
 
 
+def add_tracking_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking",
+        type=json_object,
+        default={},
+        help="experiment tracker (JSON, the workflow's `tracking` section): backend "
+        "none|csv|tensorboard|mlflow|wandb, log_every, dir, group, mlflow {tracking_uri}, "
+        "wandb {project, entity, mode}. It never changes what a run computes, nor its "
+        "fingerprint: a finished run is not retrained when it changes (default: none)",
+    )
+
+
+def _tracking_config(args: argparse.Namespace):
+    """The tracker settings, checked (and the backend's package found) before training starts."""
+    from regmix.tracking import TrackingConfig, check_installed
+
+    tracking = TrackingConfig.from_dict(args.tracking, "--tracking")
+    check_installed(tracking.backend)
+    return tracking
+
+
 def add_gpus_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpus",
@@ -61,8 +83,11 @@ def _train_proxy(args: argparse.Namespace) -> None:
     from regmix.train import TrainConfig, train_proxies
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
+    tracking = _tracking_config(args)
     with _granted_devices(args.gpus, config) as config:
-        train_proxies(args.data, args.mixtures, args.runs, config, args.out, args.work)
+        train_proxies(
+            args.data, args.mixtures, args.runs, config, args.out, args.work, tracking=tracking
+        )
     if args.table is not None:
         from regmix.collect import write_batch_table
 
@@ -148,6 +173,7 @@ def add_train_final(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--mixtures", type=Path, required=True, help="mixture table (.parquet)")
     p.add_argument("--run", required=True, help="the row of --mixtures to train")
     p.add_argument("--settings", type=json_object, default={}, help="TrainConfig fields (JSON)")
+    add_tracking_argument(p)
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for this process")
@@ -165,5 +191,6 @@ def _train_final(args: argparse.Namespace) -> None:
     from regmix.train import TrainConfig, train_final
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
+    tracking = _tracking_config(args)
     with _granted_devices(args.gpus, config) as config:
-        train_final(args.data, args.mixtures, args.run, config, args.out, args.work)
+        train_final(args.data, args.mixtures, args.run, config, args.out, args.work, tracking)
