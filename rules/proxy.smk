@@ -65,6 +65,7 @@ rule train_optimum_proxy:
     params:
         data=input_folder("stats"),
         out=Path(optimum_proxy_dir()).parent,
+        run=OPTIMUM,
         settings=as_json(train_settings("proxy")),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
@@ -78,7 +79,7 @@ rule train_optimum_proxy:
     conda:
         "../environment.yml"
     shell:
-        "regmix train-proxy --data {params.data} --mixtures {input.mixtures} --runs {OPTIMUM}"
+        "regmix train-proxy --data {params.data} --mixtures {input.mixtures} --runs {params.run}"
         " --settings {params.settings:q} --tracking {params.tracking:q}"
         " --threads {threads} --gpus {resources.gpu}"
         " --out {params.out} --work results/checkpoints/optimum > {log} 2>&1"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from regmix.cli import main
-from regmix.collect import collect_proxies
+from regmix.collect import collect_proxies, join_batches, write_batch_table
 from regmix.errors import RegmixError
 from regmix.loader import split_domains
 from regmix.mixtures import SamplerConfig, write_proxy_mixtures
@@ -49,7 +49,9 @@ def copy(sweep: Path, tmp_path: Path) -> Path:
 
 
 def test_one_row_per_run_with_weights_final_losses_and_status(sweep, data_dir, tmp_path):
-    table = collect_proxies(sweep / "mixtures.parquet", sweep / "proxy", tmp_path / "runs.parquet")
+    table = collect_proxies(
+        [sweep / "mixtures.parquet"], sweep / "proxy", tmp_path / "runs.parquet"
+    )
     mixtures = pd.read_parquet(sweep / "mixtures.parquet")
     assert list(table["run"]) == list(mixtures["run"])
     weights = [c for c in table.columns if c.startswith("weight.")]
@@ -85,7 +87,7 @@ def test_run_trained_on_another_mixture_is_refused(copy):
     record["weights"][first] += 0.01
     path.write_text(json.dumps(record))
     with pytest.raises(RegmixError, match="run run0001 was trained on another mixture"):
-        collect_proxies(copy / "mixtures.parquet", copy / "proxy", copy / "runs.parquet")
+        collect_proxies([copy / "mixtures.parquet"], copy / "proxy", copy / "runs.parquet")
 
 
 def test_runs_trained_with_other_settings_are_refused(copy):
@@ -94,7 +96,7 @@ def test_runs_trained_with_other_settings_are_refused(copy):
     record["settings_fingerprint"] = "0" * 16
     path.write_text(json.dumps(record))
     with pytest.raises(RegmixError, match="run run0003 was trained with other settings than run"):
-        collect_proxies(copy / "mixtures.parquet", copy / "proxy", copy / "runs.parquet")
+        collect_proxies([copy / "mixtures.parquet"], copy / "proxy", copy / "runs.parquet")
 
 
 def test_diverged_run_without_evaluations_has_no_losses(copy):
@@ -104,7 +106,31 @@ def test_diverged_run_without_evaluations_has_no_losses(copy):
     (folder / "run.json").write_text(json.dumps(record))
     losses = pd.read_parquet(folder / "losses.parquet")
     losses.iloc[:0].to_parquet(folder / "losses.parquet")
-    table = collect_proxies(copy / "mixtures.parquet", copy / "proxy", copy / "runs.parquet")
+    table = collect_proxies([copy / "mixtures.parquet"], copy / "proxy", copy / "runs.parquet")
     row = table.set_index("run").loc["run0002"]
     assert row["status"] == "diverged"
     assert all(math.isnan(row[c]) for c in table.columns if c.startswith("loss."))
+
+
+def test_batch_tables_join_into_the_runs_table_of_every_round(sweep, tmp_path):
+    mixtures = sweep / "mixtures.parquet"
+    first = write_batch_table(mixtures, ["run0001", "run0002"], sweep / "proxy", tmp_path / "a")
+    second = write_batch_table(mixtures, ["run0003"], sweep / "proxy", tmp_path / "b")
+    assert list(first["run"]) == ["run0001", "run0002"] and list(second["run"]) == ["run0003"]
+    assert set(first["round"]) == {1}  # the sampler's table is round 1
+    joined = join_batches([tmp_path / "a", tmp_path / "b"], tmp_path / "runs.parquet")
+    whole = collect_proxies([mixtures], sweep / "proxy", tmp_path / "whole.parquet")
+    pd.testing.assert_frame_equal(joined, whole)
+
+
+def test_joining_batches_refuses_a_run_twice_and_mixed_settings(sweep, tmp_path):
+    mixtures = sweep / "mixtures.parquet"
+    table = write_batch_table(mixtures, ["run0001"], sweep / "proxy", tmp_path / "a")
+    with pytest.raises(RegmixError, match="run 'run0001' appears in more than one batch table"):
+        join_batches([tmp_path / "a", tmp_path / "a"], tmp_path / "runs.parquet")
+    other = write_batch_table(mixtures, ["run0002"], sweep / "proxy", tmp_path / "b")
+    other.assign(settings_fingerprint="0" * 16).to_parquet(tmp_path / "b")
+    with pytest.raises(RegmixError, match="run run0002 was trained with other settings"):
+        join_batches([tmp_path / "a", tmp_path / "b"], tmp_path / "runs.parquet")
+    assert not (tmp_path / "runs.parquet").exists()
+    assert len(table) == 1

@@ -135,7 +135,7 @@ def test_bad_config_fails_in_one_line_naming_the_key(tmp_path, text, message):
 def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
     corpus = shutil.copytree(corpus_dir, tmp_path / "my_corpus")
     config = tmp_path / "user.yaml"
-    config.write_text(f"corpus:\n  path: {corpus}\nmixtures:\n  rounds: [4]\n")
+    config.write_text(f"corpus:\n  path: {corpus}\nmixtures:\n  rounds: [6]\n")
     result = snakemake(tmp_path, "results/data/stats.parquet", config=config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (tmp_path / "results/corpus").exists()
