@@ -48,6 +48,7 @@ rule simulate:
         top_k=config["simulation"]["top_k"],
         seed=config["simulation"]["seed"],
         bootstrap=config["simulation"]["bootstrap"],
+        local_share=config["simulation"]["local_share"],
         guard="" if config["simulation"]["guard"] else "--no-guard",
         code=source_hash("simulate", "regression", "regressors", "mixtures", "runs", "stats"),
     log:
@@ -64,5 +65,6 @@ rule simulate:
         "regmix simulate --model {params.model} --stats {input.stats}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
         " --candidates {params.candidates} --top-k {params.top_k} --seed {params.seed}"
-        " --bootstrap {params.bootstrap} {params.guard} --threads {threads}"
+        " --bootstrap {params.bootstrap} --local-share {params.local_share} {params.guard}"
+        " --threads {threads}"
         " --out {output.mixture} --top-out {output.top} > {log} 2>&1"

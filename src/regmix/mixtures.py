@@ -137,6 +137,23 @@ def dirichlet_draws(
     return draws
 
 
+def local_draws(
+    centres: np.ndarray, n: int, concentrations: tuple[float, ...], rng: np.random.Generator
+) -> np.ndarray:
+    """n draws around the centres: Dirichlet(κ·centre + 1/d), κ and centre picked per draw.
+
+    Where RegMix's sampler spreads its draws around the token prior, these stay near given
+    mixtures (the best runs so far), so that the region of the optimum is searched finely. The
+    1/d floor lets a domain a centre leaves out come back in small amounts.
+    """
+    d = centres.shape[1]
+    which = rng.integers(len(centres), size=n)
+    kappa = np.asarray(concentrations, dtype=float)[rng.integers(len(concentrations), size=n)]
+    alpha = kappa[:, None] * centres[which] + 1.0 / d
+    draws = rng.gamma(alpha)
+    return draws / draws.sum(axis=1, keepdims=True)
+
+
 def sharpened_prior(prior: np.ndarray, temperature: float) -> np.ndarray:
     centre = np.asarray(prior, dtype=float) ** temperature
     return centre / centre.sum()

@@ -35,6 +35,7 @@ from regmix.mixtures import (
     dirichlet_draws,
     domain_caps,
     drop_small_weights,
+    local_draws,
     mixture_table,
     sharpened_prior,
     token_prior,
@@ -85,21 +86,6 @@ class AcquisitionConfig:
 
 
 # --- candidates -----------------------------------------------------------------------------
-
-
-def local_draws(
-    centres: np.ndarray, n: int, concentrations: tuple[float, ...], rng: np.random.Generator
-) -> np.ndarray:
-    """n draws around the centres: Dirichlet(κ·centre + 1/d), κ and centre picked per draw.
-
-    The 1/d floor lets a domain a centre leaves out come back in small amounts.
-    """
-    d = centres.shape[1]
-    which = rng.integers(len(centres), size=n)
-    kappa = np.asarray(concentrations, dtype=float)[rng.integers(len(concentrations), size=n)]
-    alpha = kappa[:, None] * centres[which] + 1.0 / d
-    draws = rng.gamma(alpha)
-    return draws / draws.sum(axis=1, keepdims=True)
 
 
 def sampled_candidates(

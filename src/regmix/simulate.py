@@ -1,9 +1,10 @@
 """Find the optimal mixture: score many candidate mixtures with a fitted regressor and average
 the best (RegMix's simulation), with the safeguards RegMix's own simulation lacked.
 
-- Candidates come from the proxy sampler (Dirichlet around the sharpened token prior) and obey
-  the same per-domain caps: at the final token budget no domain repeats more than
-  `max_epochs` times.
+- Candidates come from the proxy sampler (Dirichlet around the sharpened token prior) and, for
+  a share of them (`local_share`), from draws around the best runs, so that an optimum that
+  rounds of proxies found far from the prior is searched finely too. All obey the per-domain
+  caps: at the final token budget no domain repeats more than `max_epochs` times.
 - Extrapolation guard: a regressor is only trusted where proxy runs were trained. A
   candidate is inside that support when no domain exceeds the largest weight any run gave it
   and its Hellinger distance to the nearest run is at most `radius`, the `support_quantile`
@@ -34,6 +35,7 @@ from regmix.mixtures import (
     dirichlet_draws,
     domain_caps,
     drop_small_weights,
+    local_draws,
     mixture_table,
     regmix_yaml,
     sharpened_prior,
@@ -62,6 +64,12 @@ class SimulationConfig:
     """The support radius is this quantile of the runs' nearest-neighbour distances."""
     bootstrap: int = 5
     """Bootstrap refits used to measure how much the optimum moves (0 skips it)."""
+    local_share: float = 0.5
+    """Share of the candidates drawn around the best runs (0: RegMix's sampler only). The
+    sampler rarely reaches a corner far from the token prior even when rounds of proxies have
+    found the optimum there."""
+    local_runs: int = 8
+    """How many of the best runs the local candidates surround."""
     chunk: int = 65_536
     """Candidates drawn and scored together; bounds memory per thread."""
 
@@ -76,6 +84,8 @@ class SimulationConfig:
             raise RegmixError("simulate.bootstrap: must be >= 0")
         if self.chunk < 1:
             raise RegmixError("simulate.chunk: must be >= 1")
+        if not 0 <= self.local_share <= 1 or self.local_runs < 1:
+            raise RegmixError("simulate: need 0 <= local_share <= 1 and local_runs >= 1")
 
 
 # --- the support of the proxy runs ----------------------------------------------------------
@@ -180,7 +190,8 @@ class ChunkResult:
 
 @dataclass
 class Candidates:
-    """How candidates are drawn: the sampler around the prior, then the caps."""
+    """How candidates are drawn: RegMix's sampler around the prior and, for a share of them,
+    draws around the best runs; then the caps."""
 
     centre: np.ndarray
     caps: np.ndarray
@@ -188,6 +199,10 @@ class Candidates:
     total: int
     chunk: int
     seed: int
+    best: np.ndarray
+    """The best runs' mixtures, which the local draws surround (none: sampler only)."""
+    local_share: float = 0.0
+    concentrations: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0)
 
     def sizes(self) -> list[int]:
         full, rest = divmod(self.total, self.chunk)
@@ -196,8 +211,11 @@ class Candidates:
     def draw(self, index: int, size: int) -> np.ndarray:
         """Chunk `index`: the same draws whatever the thread count or chunk order."""
         rng = np.random.default_rng([self.seed, index])
-        draws = dirichlet_draws(self.centre, size, self.sampler.strengths(), rng)
-        return drop_small_weights(draws, self.sampler.min_weight)
+        local = round(size * self.local_share) if len(self.best) else 0
+        draws = [dirichlet_draws(self.centre, size - local, self.sampler.strengths(), rng)]
+        if local:
+            draws.append(local_draws(self.best, local, self.concentrations, rng))
+        return drop_small_weights(np.concatenate(draws), self.sampler.min_weight)
 
 
 def _score_chunk(
@@ -308,6 +326,8 @@ def simulate(
         total=config.candidates,
         chunk=config.chunk,
         seed=config.seed,
+        best=model.train_weights[np.argsort(model.train["target"].to_numpy())[: config.local_runs]],
+        local_share=config.local_share,
     )
     support = Support.of_runs(model.train_weights, config.support_quantile)
     refits = bootstrap_refits(model, config.bootstrap, config.seed, threads)

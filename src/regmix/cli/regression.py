@@ -143,6 +143,12 @@ def add_simulate(commands: argparse._SubParsersAction) -> None:
         help="let candidates outside the proxy runs' support compete (still reported)",
     )
     p.add_argument(
+        "--local-share",
+        type=float,
+        default=0.5,
+        help="share of candidates drawn around the best runs (0: RegMix's sampler only)",
+    )
+    p.add_argument(
         "--support-quantile",
         type=float,
         default=1.0,
@@ -177,6 +183,7 @@ def _simulate(args: argparse.Namespace) -> None:
         seed=args.seed,
         guard=not args.no_guard,
         support_quantile=args.support_quantile,
+        local_share=args.local_share,
         bootstrap=args.bootstrap,
     )
     result = simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
