@@ -260,8 +260,75 @@ class GaussianProcess(Regressor):
         }
 
 
+@dataclass
+class StackedEnsemble(Regressor):
+    """A weighted mean of member regressors, the weights chosen by cross-validation on the
+    runs the ensemble is fitted on (and nowhere else).
+
+    Each member is cross-validated on the training runs; non-negative least squares on the
+    members' out-of-fold predictions gives their weights (normalised to sum to 1); then every
+    member is refitted on all runs. A flexible member (the GP) ranks mixtures near the runs
+    best, a piecewise one (LightGBM) keeps the ranking of far-apart mixtures steadier, and the
+    CV decides how much of each the data supports.
+
+    Its uncertainty: the ensemble's out-of-fold error (model error and seed noise where the
+    runs are) plus the GP member's posterior variance (which grows away from the runs).
+    """
+
+    name: ClassVar[str] = "ensemble"
+    summary: ClassVar[str] = "gp + lightgbm, weighted by non-negative least squares on their CV"
+    members: tuple[str, ...] = ("gp", "lightgbm")
+    """Names of the member models."""
+    inner_folds: int = 5
+    """Folds of the CV that weighs the members (on the training runs only)."""
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.members if m not in MODELS or m == self.name]
+        if unknown or not self.members:
+            raise RegmixError(f"ensemble.members: unknown or empty ({', '.join(unknown)})")
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> StackedEnsemble:
+        from scipy.optimize import nnls
+        from sklearn.model_selection import KFold
+
+        folds = KFold(min(self.inner_folds, len(target)), shuffle=True, random_state=self.seed)
+        oof = np.empty((len(target), len(self.members)))
+        for train, test in folds.split(weights):
+            for j, member in enumerate(self.members):
+                fitted = make_model(member, self.seed).fit(weights[train], target[train])
+                oof[test, j] = fitted.predict(weights[test])
+        coef, _ = nnls(oof, target)
+        if coef.sum() <= 0:  # every member useless on its own: fall back on an equal mix
+            coef = np.ones(len(self.members))
+        self.weights_ = coef / coef.sum()
+        self.residual_var_ = float(np.mean((oof @ self.weights_ - target) ** 2))
+        self.models_ = [make_model(m, self.seed).fit(weights, target) for m in self.members]
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        return sum(w * m.predict(weights) for w, m in zip(self.weights_, self.models_, strict=True))
+
+    def predict_std(self, weights: np.ndarray, observation: bool = True) -> np.ndarray:
+        """Out-of-fold error of the ensemble plus the GP member's posterior variance."""
+        variance = np.full(len(weights), self.residual_var_ if observation else 0.0)
+        for model in self.models_:
+            if isinstance(model, GaussianProcess):
+                variance = variance + model.predict_std(weights, observation=False) ** 2
+        return np.sqrt(variance)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        fitted = dict(zip(self.members, self.models_, strict=True))
+        return {
+            "members": list(self.members),
+            "member_weights": dict(zip(self.members, map(float, self.weights_), strict=True)),
+            "cv_rmse": float(np.sqrt(self.residual_var_)),
+            **{name: model.hyperparameters() for name, model in fitted.items()},
+        }
+
+
 MODELS: dict[str, type[Regressor]] = {
-    cls.name: cls for cls in (RidgeRegression, LightGBMRegression, MixingLaw, GaussianProcess)
+    cls.name: cls
+    for cls in (RidgeRegression, LightGBMRegression, MixingLaw, GaussianProcess, StackedEnsemble)
 }
 DEFAULT_MODEL = GaussianProcess.name
 

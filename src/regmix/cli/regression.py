@@ -36,6 +36,8 @@ FIT_MODELS = {
     "lightgbm": "LightGBM with RegMix's settings (1000 trees, lr 0.01), no early stopping",
     "linear": "ridge, alpha by inner 5-fold CV from 1e-3..1e3 (RegMix's linear)",
     "mixlaw": "data-mixing law c + k*exp(sum t_j w_j) (Ye et al. 2024)",
+    "ensemble": "gp + lightgbm, weighted by non-negative least squares on their CV on the "
+    "training runs",
 }
 """`regmix.regression.MODELS`, listed here so that `regmix --help` need not import it."""
 
