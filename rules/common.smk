@@ -17,7 +17,7 @@ from regmix.sweep import (
     runs_table,
 )
 from regmix.tracking import tracking_settings
-from regmix.train_config import TRAINING_MODULES
+from regmix.train_config import TRAINING_MODULES, training_settings
 
 
 def validate_config():
@@ -196,12 +196,16 @@ def final_mixture_tables():
     return [final_mixture_path(name) for name in SWEEP.final_names()]
 
 
-WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout", "check_optimum")
-
-
 def train_settings(section):
-    """A training section's TrainConfig fields (the keys that only steer the workflow removed)."""
-    return {k: v for k, v in config[section].items() if k not in WORKFLOW_KEYS}
+    """A training section's TrainConfig fields; repetition-matched proxies train on the share
+    of each domain that they repeat as often as the final model will repeat all of it."""
+    settings = training_settings(config[section])
+    if section == "proxy" and config["proxy"]["repetition_matched"]:
+        proxy = config["proxy"]
+        settings["data_fraction"] = min(
+            1.0, proxy["steps"] * proxy["batch_size"] * proxy["seq_len"] / final_tokens()
+        )
+    return settings
 
 
 def srun_resources(gpus):

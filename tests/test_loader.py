@@ -8,6 +8,7 @@ from regmix.errors import RegmixError
 from regmix.loader import (
     MixedBatches,
     domain_counts,
+    leading_share,
     open_shards,
     validation_windows,
     vocab_size,
@@ -84,3 +85,13 @@ def test_open_shards_memory_maps_the_prepared_data(data_dir):
     assert isinstance(shards["web"], np.memmap)
     assert vocab_size(data_dir) == 257
     assert set(open_shards(data_dir, "valid")) >= {"target", "poetry"}
+
+
+def test_a_leading_share_keeps_the_domains_proportions_and_draws_only_from_it():
+    shards = {"a": np.arange(1000, dtype=np.uint16), "b": np.arange(400, dtype=np.uint16)}
+    shared = leading_share(shards, 0.25)
+    assert {d: len(s) for d, s in shared.items()} == {"a": 250, "b": 100}
+    batches = MixedBatches(shared, {"a": 0.5, "b": 0.5}, batch_size=64, seq_len=8, seed=0)
+    drawn = torch.cat([batches(step) for step in range(20)])
+    assert int(drawn.max()) < 250  # no token from beyond the first quarter of either domain
+    assert leading_share(shards, 1.0)["a"] is shards["a"]

@@ -15,9 +15,7 @@ from workflow import REPO, snakemake
 
 from regmix.mixtures import check_weights
 from regmix.train import TrainConfig
-
-# Keys of a training section that steer the workflow, not the training (rules/common.smk).
-WORKFLOW_KEYS = ("proxies_per_job", "resources", "heldout", "check_optimum")
+from regmix.train_config import training_settings
 
 pytestmark = pytest.mark.workflow
 
@@ -148,11 +146,11 @@ def test_user_corpus_is_used_instead_of_the_synthetic_one(tmp_path, corpus_dir):
 def test_config_presets_are_valid(preset):
     config = yaml.safe_load(preset.read_text())
     validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
-    TrainConfig(**{k: v for k, v in config["proxy"].items() if k not in WORKFLOW_KEYS})
-    TrainConfig(**{k: v for k, v in config["final"].items() if k not in WORKFLOW_KEYS})
+    TrainConfig(**training_settings(config["proxy"]))
+    TrainConfig(**training_settings(config["final"]))
 
 
 def test_embedded_default_config_is_valid():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
-    TrainConfig(**{k: v for k, v in config["proxy"].items() if k not in WORKFLOW_KEYS})
+    TrainConfig(**training_settings(config["proxy"]))

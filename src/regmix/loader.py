@@ -60,6 +60,14 @@ def open_shards(
     return shards
 
 
+def leading_share(shards: Mapping[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+    """The first `fraction` of every shard (views, no copies): a smaller corpus with the same
+    proportions between domains."""
+    if fraction >= 1:
+        return dict(shards)
+    return {domain: shard[: int(len(shard) * fraction)] for domain, shard in shards.items()}
+
+
 def vocab_size(data_dir: str | os.PathLike) -> int:
     """The tokenizer's vocabulary size (EOS included), read from the shards' sidecars."""
     sizes = {

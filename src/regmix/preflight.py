@@ -26,7 +26,7 @@ from pathlib import Path
 
 from regmix.errors import RegmixError
 from regmix.model_config import PRESET_ALIASES, PRESETS, ModelConfig
-from regmix.train_config import TrainConfig
+from regmix.train_config import TrainConfig, training_settings
 
 DATA = Path("results/data")
 SYNTHETIC_CORPUS = Path("results/corpus")
@@ -206,8 +206,7 @@ def check_target(target: str, valid: list[str]) -> None:
 
 def train_config(section: Mapping) -> TrainConfig:
     """The section's TrainConfig (its workflow-only keys, such as resources, left out)."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in section.items() if k in names})
+    return TrainConfig(**training_settings(section))
 
 
 def check_training_settings(section: Mapping, name: str) -> None:

@@ -43,7 +43,14 @@ from torch.utils.data import DataLoader, IterableDataset
 from regmix.devices import lightning_plugins
 from regmix.errors import RegmixError
 from regmix.files import read_table, write_json, write_table
-from regmix.loader import MixedBatches, open_shards, read_sidecar, shard_path, vocab_size
+from regmix.loader import (
+    MixedBatches,
+    leading_share,
+    open_shards,
+    read_sidecar,
+    shard_path,
+    vocab_size,
+)
 from regmix.loader import validation_windows as make_validation_windows
 from regmix.mixtures import WEIGHT, check_weights, mixture_domains
 from regmix.model import Transformer, next_token_loss
@@ -469,6 +476,7 @@ def train_mixture(
         _remove_stale(Path(work_dir), keep=folder)
     folder.mkdir(parents=True, exist_ok=True)
 
+    train = leading_share(train, config.data_fraction)
     batches = MixedBatches(train, weights, config.batch_size, config.seq_len, config.seed)
     windows = make_validation_windows(valid, config.seq_len, config.eval_windows)
     checkpoint = folder / CHECKPOINT

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from regmix.errors import RegmixError
 from regmix.model_config import ModelConfig
@@ -77,6 +79,10 @@ class TrainConfig:
     """'auto': bf16-mixed on a GPU that supports it, else 32-true (fp32 on CPU)."""
     compile: bool = False
     """torch.compile the model (faster steps, tens of seconds of compilation per process)."""
+    data_fraction: float = 1.0
+    """Train only on the first this fraction of each domain's tokens. Repetition-matched
+    proxies set it to proxy tokens / final tokens, so that a proxy repeats each domain as
+    often, relative to its size, as the final model will."""
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "steps", "eval_windows")
@@ -101,6 +107,8 @@ class TrainConfig:
             raise RegmixError(f"train.schedule: expected one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise RegmixError(f"train.precision: expected one of {', '.join(PRECISIONS)}")
+        if not 0 < self.data_fraction <= 1:
+            raise RegmixError(f"train.data_fraction: must be in (0, 1], got {self.data_fraction}")
         if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
             raise RegmixError("train: need lr > 0 and 0 <= min_lr <= lr")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -141,3 +149,10 @@ def digest(value) -> str:
     """A short, stable hash of a JSON-able value (settings, mixtures, sidecars)."""
     text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def training_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields of a workflow config section (`proxy`, `final`): the keys that
+    only steer the workflow (resources, proxies_per_job, ...) left out."""
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in section.items() if k in names}
