@@ -60,8 +60,6 @@ def source_hash(*modules):
     return digest.hexdigest()[:16]
 
 
-
-
 def as_json(mapping):
     return json.dumps(mapping, sort_keys=True, separators=(",", ":"))
 
@@ -143,11 +141,7 @@ def round_size(wildcards):
 
 def runs_before_round(wildcards):
     """The batch tables of every round before this one: what its proposal is fitted on."""
-    return [
-        batch_table(b.name)
-        for r in range(1, int(wildcards.round))
-        for b in SWEEP.batches(r)
-    ]
+    return [batch_table(b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)]
 
 
 def batch_mixtures(wildcards):

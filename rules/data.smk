@@ -4,14 +4,14 @@
 rule synth_corpus:
     output:
         corpus=directory("results/corpus"),
-    params:
-        seed=config["corpus"]["synthetic"]["seed"],
-        scale=config["corpus"]["synthetic"]["scale"],
-        code=source_hash("synth"),
     log:
         "logs/synth_corpus.log",
     conda:
         "../environment.yml"
+    params:
+        seed=config["corpus"]["synthetic"]["seed"],
+        scale=config["corpus"]["synthetic"]["scale"],
+        code=source_hash("synth"),
     shell:
         "regmix synth-corpus --out {output.corpus} --seed {params.seed} --scale {params.scale}"
         " > {log} 2>&1"
@@ -24,22 +24,22 @@ rule prepare:
         stats=f"{DATA}/stats.parquet",
         train=directory(f"{DATA}/train"),
         valid=directory(f"{DATA}/valid"),
+    log:
+        "logs/prepare.log",
+    benchmark:
+        "results/benchmarks/prepare.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         corpus=corpus_folder,
         out=output_folder,
         tokenizer=config["corpus"]["tokenizer"],
         domains=",".join(config["corpus"]["domains"] or []),
         code=source_hash("corpus", "tokenize", "prepare", "stats"),
-    log:
-        "logs/prepare.log",
-    benchmark:
-        "results/benchmarks/prepare.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../environment.yml"
     shell:
         "regmix prepare --corpus {params.corpus} --out {params.out} --tokenizer {params.tokenizer}"
         " --workers {threads} --domains '{params.domains}'"

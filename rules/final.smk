@@ -8,15 +8,15 @@ rule final_mixture:
         unpack(final_mixture_inputs),
     output:
         final_mixture_path("{name}"),
+    log:
+        "logs/mixtures/final/{name}.log",
+    conda:
+        "../environment.yml"
     params:
         source=final_mixture_source,
         final_tokens=final_tokens(),
         max_epochs=config["mixtures"]["max_epochs"],
         code=source_hash("mixtures", "stats"),
-    log:
-        "logs/mixtures/final/{name}.log",
-    conda:
-        "../environment.yml"
     shell:
         "regmix final-mixtures --stats {input.stats} --name {wildcards.name} {params.source}"
         " --final-tokens {params.final_tokens} --max-epochs {params.max_epochs}"
@@ -33,23 +33,23 @@ rule train_final:
         hf_config="results/final/{name}/hf/config.json",
         hf_weights="results/final/{name}/hf/model.safetensors",
         hf_tokenizer="results/final/{name}/hf/tokenizer.json",
+    log:
+        "logs/final/{name}.log",
+    benchmark:
+        "results/benchmarks/final/{name}.tsv"
+    conda:
+        "../environment.yml"
+    threads: config["final"]["resources"]["threads"]
+    resources:
+        **srun_resources(config["final"]["resources"]["gpu"]),
+        mem_mb=config["final"]["resources"]["mem_mb"],
+        runtime=config["final"]["resources"]["runtime"],
+        gpu=config["final"]["resources"]["gpu"],
     params:
         data=input_folder("stats"),
         settings=as_json(train_settings("final")),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
-    log:
-        "logs/final/{name}.log",
-    benchmark:
-        "results/benchmarks/final/{name}.tsv"
-    threads: config["final"]["resources"]["threads"]
-    resources:
-        mem_mb=config["final"]["resources"]["mem_mb"],
-        runtime=config["final"]["resources"]["runtime"],
-        gpu=config["final"]["resources"]["gpu"],
-        **srun_resources(config["final"]["resources"]["gpu"]),
-    conda:
-        "../environment.yml"
     shell:
         "regmix train-final --data {params.data} --mixtures {input.mixtures} --run {wildcards.name}"
         " --settings {params.settings:q} --tracking {params.tracking:q}"
@@ -65,12 +65,12 @@ rule collect_final:
         losses=expand("results/final/{name}/losses.parquet", name=SWEEP.final_names()),
     output:
         "results/final/runs.parquet",
-    params:
-        code=source_hash("collect", "runs"),
     log:
         "logs/collect_final.log",
     conda:
         "../environment.yml"
+    params:
+        code=source_hash("collect", "runs"),
     shell:
         "regmix collect-proxies --mixtures {input.mixtures} --proxy-dir results/final"
         " --out {output} > {log} 2>&1"
@@ -82,13 +82,13 @@ rule predict_final:
         runs="results/final/runs.parquet",
     output:
         "results/final/predictions.parquet",
-    params:
-        model=input_folder("model"),
-        code=source_hash("regression", "regressors", "mixtures", "runs"),
     log:
         "logs/predict_final.log",
     conda:
         "../environment.yml"
+    params:
+        model=input_folder("model"),
+        code=source_hash("regression", "regressors", "mixtures", "runs"),
     shell:
         "regmix predict --model {params.model} --mixtures {input.runs} --out {output}"
         " > {log} 2>&1"

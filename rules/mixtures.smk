@@ -7,16 +7,16 @@ rule sample_mixtures:
         stats=f"{DATA}/stats.parquet",
     output:
         mixtures_path(1),
+    log:
+        "logs/mixtures/round1.log",
+    conda:
+        "../environment.yml"
     params:
         n=SWEEP.rounds[0],
         seed=config["mixtures"]["seed"],
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
         code=source_hash("mixtures", "stats"),
-    log:
-        "logs/mixtures/round1.log",
-    conda:
-        "../environment.yml"
     shell:
         "regmix sample-mixtures --stats {input.stats} --n {params.n} --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
@@ -29,8 +29,18 @@ rule propose_mixtures:
         runs=runs_before_round,
     output:
         "results/mixtures/round{round}.parquet",
+    log:
+        "logs/mixtures/round{round}.log",
+    benchmark:
+        "results/benchmarks/mixtures/round{round}.tsv"
     wildcard_constraints:
         round=r"[2-9]|[1-9][0-9]+",
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         n=round_size,
         target=config["target"],
@@ -39,16 +49,6 @@ rule propose_mixtures:
         sampler=as_json(sampler_settings()),
         acquisition=as_json(config["acquisition"]),
         code=source_hash("propose", "regression", "regressors", "mixtures", "runs", "stats"),
-    log:
-        "logs/mixtures/round{round}.log",
-    benchmark:
-        "results/benchmarks/mixtures/round{round}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../environment.yml"
     shell:
         "regmix propose --runs {input.runs} --stats {input.stats} --target {params.target:q}"
         " --n {params.n} --round {wildcards.round} --seed {params.seed}"

@@ -13,25 +13,25 @@ rule train_proxy:
         mixtures=batch_mixtures,
     output:
         batch_table("{batch}"),
-    params:
-        runs=batch_runs,
-        data=input_folder("stats"),
-        settings=as_json(train_settings("proxy")),
-        tracking=tracking_argument(),
-        code=source_hash(*TRAINING_MODULES),
     log:
         "logs/proxy/{batch}.log",
     benchmark:
         "results/benchmarks/proxy/{batch}.tsv"
     group:
         "proxy"
+    conda:
+        "../environment.yml"
     threads: config["proxy"]["resources"]["threads"]
     resources:
         mem_mb=config["proxy"]["resources"]["mem_mb"],
         runtime=config["proxy"]["resources"]["runtime"],
         gpu=config["proxy"]["resources"]["gpu"],
-    conda:
-        "../environment.yml"
+    params:
+        runs=batch_runs,
+        data=input_folder("stats"),
+        settings=as_json(train_settings("proxy")),
+        tracking=tracking_argument(),
+        code=source_hash(*TRAINING_MODULES),
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures}"
         " --runs {params.runs} --settings {params.settings:q} --tracking {params.tracking:q}"
@@ -45,12 +45,12 @@ rule collect_proxies:
         batches=all_batch_tables(),
     output:
         runs_table(),
-    params:
-        code=source_hash("collect", "runs"),
     log:
         "logs/collect_proxies.log",
     conda:
         "../environment.yml"
+    params:
+        code=source_hash("collect", "runs"),
     shell:
         "regmix collect-proxies --batches {input.batches} --out {output} > {log} 2>&1"
 
@@ -62,6 +62,15 @@ rule train_optimum_proxy:
     output:
         losses=f"{optimum_proxy_dir()}/losses.parquet",
         record=f"{optimum_proxy_dir()}/run.json",
+    log:
+        "logs/optimal/proxy.log",
+    conda:
+        "../environment.yml"
+    threads: config["proxy"]["resources"]["threads"]
+    resources:
+        mem_mb=config["proxy"]["resources"]["mem_mb"],
+        runtime=config["proxy"]["resources"]["runtime"],
+        gpu=config["proxy"]["resources"]["gpu"],
     params:
         data=input_folder("stats"),
         out=Path(optimum_proxy_dir()).parent,
@@ -69,15 +78,6 @@ rule train_optimum_proxy:
         settings=as_json(train_settings("proxy")),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
-    log:
-        "logs/optimal/proxy.log",
-    threads: config["proxy"]["resources"]["threads"]
-    resources:
-        mem_mb=config["proxy"]["resources"]["mem_mb"],
-        runtime=config["proxy"]["resources"]["runtime"],
-        gpu=config["proxy"]["resources"]["gpu"],
-    conda:
-        "../environment.yml"
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures} --runs {params.run}"
         " --settings {params.settings:q} --tracking {params.tracking:q}"

@@ -11,22 +11,22 @@ rule fit:
         train="results/regression/{model}/train.parquet",
         cv="results/regression/{model}/cv.parquet",
         metrics="results/regression/{model}/metrics.json",
+    log:
+        "logs/regression/{model}.log",
+    benchmark:
+        "results/benchmarks/regression/{model}.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         target=config["target"],
         folds=config["regression"]["folds"],
         seed=config["regression"]["seed"],
         out=output_folder,
         code=source_hash("regression", "regressors", "runs", "mixtures"),
-    log:
-        "logs/regression/{model}.log",
-    benchmark:
-        "results/benchmarks/regression/{model}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../environment.yml"
     shell:
         "regmix fit --runs {input.runs} --target {params.target:q} --model {wildcards.model}"
         " --folds {params.folds} --seed {params.seed} --threads {threads} --out {params.out}"
@@ -40,6 +40,16 @@ rule simulate:
     output:
         mixture="results/optimal/mixture.yaml",
         top="results/optimal/top.parquet",
+    log:
+        "logs/simulate.log",
+    benchmark:
+        "results/benchmarks/simulate.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         model=input_folder("model"),
         final_tokens=final_tokens(),
@@ -51,16 +61,6 @@ rule simulate:
         local_share=config["simulation"]["local_share"],
         guard="" if config["simulation"]["guard"] else "--no-guard",
         code=source_hash("simulate", "regression", "regressors", "mixtures", "runs", "stats"),
-    log:
-        "logs/simulate.log",
-    benchmark:
-        "results/benchmarks/simulate.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../environment.yml"
     shell:
         "regmix simulate --model {params.model} --stats {input.stats}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"

@@ -3,12 +3,12 @@
 
 rule summarize:
     input:
+        **optimum_proxy_outputs(),
         runs="results/final/runs.parquet",
         predictions="results/final/predictions.parquet",
         metrics=f"results/regression/{config['regression']['model']}/metrics.json",
         optimum="results/optimal/mixture.yaml",
         corpus=CORPUS,
-        **optimum_proxy_outputs(),
     output:
         table="results/final/summary.parquet",
         markdown=report(
@@ -16,15 +16,15 @@ rule summarize:
             caption="../report/summary.rst",
             category="1. Summary",
         ),
+    log:
+        "logs/summarize.log",
+    conda:
+        "../environment.yml"
     params:
         target=config["target"],
         planted=planted_argument,
         optimum_proxy=optimum_proxy_argument,
         code=source_hash("summary", "runs", "mixtures"),
-    log:
-        "logs/summarize.log",
-    conda:
-        "../environment.yml"
     shell:
         "regmix summarize --runs {input.runs} --predictions {input.predictions}"
         " --target {params.target:q} {params.planted} --metrics {input.metrics}"
@@ -63,16 +63,16 @@ rule report_figures:
             caption="../report/loss_curves.rst",
             category="5. Final models",
         ),
+    log:
+        "logs/report_figures.log",
+    conda:
+        "../environment.yml"
     params:
         fit=input_folder("cv"),
         target=config["target"],
         planted=planted_argument,
         out=output_folder,
         code=source_hash("report", "summary", "regression", "mixtures", "runs", "stats"),
-    log:
-        "logs/report_figures.log",
-    conda:
-        "../environment.yml"
     shell:
         "regmix report --proxy-mixtures {input.runs} --stats {input.stats}"
         " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"

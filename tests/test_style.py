@@ -1,4 +1,4 @@
-"""The project's own checks: ruff and Snakemake's linter, run by the test command."""
+"""The project's own checks: ruff, snakefmt and Snakemake's linter, run by the test command."""
 
 import subprocess
 import sys
@@ -24,3 +24,8 @@ def test_snakemake_lint_is_clean():
     result = _run(sys.executable, "-m", "snakemake", "--lint", "--configfile", str(TINY))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_snakemake_files_are_snakefmt_formatted():
+    result = _run(sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules")
+    assert result.returncode == 0, result.stdout + result.stderr
