@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from regmix import __version__
-from regmix.cli import cluster, data, final, regression, status, training
+from regmix.cli import cluster, data, final, plan, regression, status, training
 from regmix.errors import RegmixError
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -31,6 +31,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     training.add_train_final,
     final.add_summarize,
     final.add_report,
+    plan.add_plan,
     status.add_status,
     data.add_presets,
     cluster.add_install_profile,
