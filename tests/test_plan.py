@@ -24,7 +24,7 @@ from regmix.costs import (
 )
 from regmix.plan import jobs_per_stage, plan_dict, plan_workflow
 from regmix.schedule import Job, makespan, peak_checkpoint_bytes, simulate_schedule
-from regmix.step_timing import Shape, measure_steps
+from regmix.step_timing import Shape, StepTiming, measure_steps
 from regmix.tokenize import byte_tokenizer_json
 
 TINY_JOBS = {
@@ -225,6 +225,20 @@ def test_old_layout_draws_final_mixtures_after_the_optimum(tmp_path):
     old = plan_workflow([TINY], tmp_path, cores=2, measure=False, baselines_wait_for_optimum=True)
     table = next(j for j in old.jobs if j.rule == "final_mixtures")
     assert "simulate" in table.after
+
+
+def test_job_seconds_from_given_step_timings_by_hand(tmp_path):
+    timing = StepTiming("t", 0.1, 0.3, 0.01, 0.05, 2.0, "given")
+    plan = plan_workflow([TINY], tmp_path, cores=2, timings={"proxy": timing, "final": timing})
+    seconds = {job.name: job.seconds for job in plan.jobs}
+    # A process: 0.5 s start + 2.0 s imports + 0.2 s first-step extra. A proxy run: 0.1 s +
+    # 6 steps × 0.1 + 2 evaluations × 36 windows × 0.01 + 2 checkpoints × 0.05 = 1.52 s.
+    assert seconds["train_proxy[run0001-run0004]"] == pytest.approx(0.5 + 2.7 + 4 * 1.52)
+    assert seconds["train_proxy[run0005-run0006]"] == pytest.approx(0.5 + 2.7 + 2 * 1.52)
+    # A final run: 0.1 + 8 × 0.1 + 2 × 36 × 0.01 + 1 checkpoint + the export (~1 checkpoint).
+    assert seconds["train_final[prior]"] == pytest.approx(0.5 + 2.7 + 1.72)
+    assert seconds["train_optimum_proxy"] == pytest.approx(0.5 + 2.7 + 1.52)
+    assert makespan(plan.slots) > 0.5 + 2.7 + 4 * 1.52  # at least one proxy job
 
 
 # --- timing real steps ----------------------------------------------------------------------

@@ -90,6 +90,8 @@ class Plan:
     disk: list[DiskItem] = field(default_factory=list)
     timings: dict[str, StepTiming] | None = None
     slots: list[Slot] | None = None
+    run_times: dict[str, RunTime] | None = None
+    """Seconds per proxy and final run and per training process, from the timings."""
     load: float | None = None
     """The 1-minute load average when the steps were timed."""
     gpu_tokens_per_s: float | None = None
@@ -109,11 +111,14 @@ def plan_workflow(
     measure: bool = True,
     workflow_dir: str | os.PathLike | None = None,
     baselines_wait_for_optimum: bool = False,
+    timings: dict[str, StepTiming] | None = None,
 ) -> Plan:
     """The plan of the workflow run in `directory` with the config Snakemake would see.
 
-    `baselines_wait_for_optimum` models the older layout in which all final mixtures were
-    drawn in one job after the simulation (for checking estimates against such runs).
+    With `measure`, the proxy and final shapes' steps are timed here, unless `timings` gives
+    them ('proxy' and 'final': e.g. figures from another machine). `baselines_wait_for_optimum`
+    models the older layout in which all final mixtures were drawn in one job after the
+    simulation (for checking estimates against such runs).
     """
     config = load_config(configfiles, workflow_dir or REPO)
     directory = Path(directory)
@@ -154,12 +159,14 @@ def plan_workflow(
         jobs=[],
         gpu_tokens_per_s=gpu_tokens_per_s,
     )
-    times = None
-    if measure:
+    if timings is not None:
+        plan.timings = dict(timings)
+    elif measure:
         plan.load = os.getloadavg()[0]
         plan.timings = measure_steps([Shape.of("proxy", proxy.cost), Shape.of("final", final.cost)])
+    if plan.timings is not None:
         imports = max(t.import_seconds for t in plan.timings.values())
-        times = {
+        plan.run_times = {
             name: RunTime.of(
                 section.cost,
                 _with_imports(plan.timings[name], imports),
@@ -178,11 +185,11 @@ def plan_workflow(
         regressors,
         proxy.cost,
         final.cost,
-        times,
+        plan.run_times,
         small,
         baselines_wait_for_optimum,
     )
-    if measure:
+    if plan.run_times is not None:
         plan.slots = simulate_schedule(plan.jobs, cores)
     plan.disk = disk_items(plan)
     return plan

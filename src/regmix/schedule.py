@@ -66,10 +66,13 @@ and benchmark files); they are seconds wherever the config is demo-sized."""
 JOB_OVERHEAD_SECONDS = 0.5
 """Snakemake's own time between one job's end and the next one's start."""
 PROCESS_START_SECONDS = 0.5
-"""A training process's interpreter, CLI and data set-up, besides its imports and first step."""
-RUN_OVERHEAD_SECONDS = 0.5
-"""Per run in a process: Trainer, model, validation windows, writing results (measured by
-benchmarks/proxy_startup.py on the demo machine)."""
+"""A training process's interpreter, CLI, data set-up and publishing, besides its imports and
+first step (the demo's benchmark files: a job's seconds minus its runs' are ~1 s more than
+the imports)."""
+RUN_OVERHEAD_SECONDS = 0.1
+"""Per run in a process besides its steps, evaluations and checkpoints: the Trainer, the model,
+the validation windows and its result files (the demo's run.json records: wall minus training
+seconds is 0.6 s a proxy, of which evaluation is 0.5 s)."""
 SIMULATED_CANDIDATES = 1_000_000 * (1 + 5)
 """The candidates × (1 + bootstrap refits) SMALL_JOB_SECONDS['simulate'] was measured at."""
 
