@@ -119,8 +119,14 @@ def run_records(section: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in Path(f"results/{section}").glob("*/run.json")]
 
 
+MIN_COMPARED_SECONDS = 5.0
+"""Shorter spans are within the log's one-second timestamps: their relative error is noise."""
+
+
 def error(estimate: float, actual: float) -> str:
-    return f"{(estimate - actual) / actual:+.0%}" if actual else "n/a"
+    if actual < MIN_COMPARED_SECONDS:
+        return "-"
+    return f"{(estimate - actual) / actual:+.0%}"
 
 
 def row(label: str, estimate: float, actual: float, unit: float = 1.0) -> str:

@@ -163,7 +163,8 @@ def plan_workflow(
         plan.timings = dict(timings)
     elif measure:
         plan.load = os.getloadavg()[0]
-        plan.timings = measure_steps([Shape.of("proxy", proxy.cost), Shape.of("final", final.cost)])
+        shapes = [Shape.of("proxy", proxy.cost, cores), Shape.of("final", final.cost, cores)]
+        plan.timings = measure_steps(shapes)
     if plan.timings is not None:
         imports = max(t.import_seconds for t in plan.timings.values())
         plan.run_times = {
@@ -258,7 +259,10 @@ def _count(n: float) -> str:
 
 
 def _clock(seconds: float) -> str:
+    """m:ss, h:mm:ss, or days (`12d`) once it is past 99 hours."""
     seconds = round(seconds)
+    if seconds >= 100 * 3600:
+        return f"{seconds / 86400:,.0f}d"
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
@@ -339,21 +343,29 @@ def render_text(plan: Plan) -> str:
             f"{PROCESS_START_SECONDS} s; per run {RUN_OVERHEAD_SECONDS} s; jobs that do not "
             "train: the demo's figures"
         )
+        for section in (plan.proxy, plan.final):
+            if section.cost.gpus and plan.timings[section.name].device == "cpu":
+                lines.append(
+                    f"  note: {section.name} jobs get {section.cost.gpus} GPU(s) but this "
+                    "machine has none: they would train on its CPUs, as timed here"
+                )
+        if plan.proxy.cost.gpus or plan.final.cost.gpus:
+            lines.append("  note: the schedule shares out cores only, not GPUs")
         if plan.load is not None and plan.load > 0.5:
             lines.append(
                 f"  note: the load average was {plan.load:.1f} while timing; other processes "
                 "on the cores inflate these figures"
             )
         lines.append(
-            f"  {'stage':14s}{'jobs':>5s}{'start':>9s}{'end':>9s}{'span':>9s}{'core-time':>11s}"
+            f"  {'stage':14s}{'jobs':>6s}{'start':>13s}{'end':>13s}{'span':>13s}{'core-time':>13s}"
         )
         for span in stage_spans(plan.slots):
             lines.append(
-                f"  {span.stage:14s}{span.jobs:5d}{_clock(span.start):>9s}{_clock(span.end):>9s}"
-                f"{_clock(span.span):>9s}{_clock(span.core_seconds):>11s}"
+                f"  {span.stage:14s}{span.jobs:6d}{_clock(span.start):>13s}{_clock(span.end):>13s}"
+                f"{_clock(span.span):>13s}{_clock(span.core_seconds):>13s}"
             )
         lines.append(
-            f"  {'total':14s}{len(plan.slots):5d}{'':18s}{_clock(makespan(plan.slots)):>9s}"
+            f"  {'total':14s}{len(plan.slots):6d}{'':26s}{_clock(makespan(plan.slots)):>13s}"
         )
     if plan.gpu_hours is not None:
         lines += [
@@ -406,6 +418,7 @@ def plan_dict(plan: Plan) -> dict:
     }
     if plan.slots is not None and plan.timings is not None:
         out["timings"] = {name: asdict(t) for name, t in plan.timings.items()}
+        out["run_times"] = {name: asdict(t) for name, t in (plan.run_times or {}).items()}
         out["load_average"] = plan.load
         out["stages"] = [{**asdict(span), "span": span.span} for span in stage_spans(plan.slots)]
         out["wall_seconds"] = makespan(plan.slots)
