@@ -29,8 +29,8 @@ from regmix.tokenize import byte_tokenizer_json
 
 TINY_JOBS = {
     "data": {"synth_corpus": 1, "prepare": 1},
-    "mixtures": {"sample_mixtures": 1},
-    "proxies": {"train_proxy": 2, "collect_proxies": 1},  # 6 runs, 4 per job
+    "mixtures": {"sample_mixtures": 1, "propose_mixtures": 1},  # rounds [4, 2]
+    "proxies": {"train_proxy": 2, "collect_proxies": 1},  # 4 per job: one per round
     "regression": {"fit": 4, "simulate": 1},  # gp + lightgbm, linear, mixlaw
     "optimum check": {"train_optimum_proxy": 1},
     # regmix, prior, uniform, planted, heldout01, heldout02
@@ -78,9 +78,11 @@ def test_tiny_config_tokens_and_flops_by_hand(tmp_path):
 def test_embedded_default_jobs_and_compute_by_hand(tmp_path):
     plan = plan_workflow([], tmp_path, cores=2, measure=False)
     stages = jobs_per_stage(plan.jobs)
-    assert stages["proxies"] == {"train_proxy": 8, "collect_proxies": 1}  # 64 runs, 8 per job
+    # rounds [32, 16, 15], 8 runs per job: 4 + 2 + 2 jobs, and a proposal for rounds 2 and 3
+    assert stages["proxies"] == {"train_proxy": 8, "collect_proxies": 1}
+    assert stages["mixtures"] == {"sample_mixtures": 1, "propose_mixtures": 2}
     assert stages["final models"]["train_final"] == 10  # 4 + heldout01..06
-    assert len(plan.jobs) == 42
+    assert len(plan.jobs) == 44
     # demo_proxy: 2 layers, width 128, MLP 256: 2 · 164,096 + 128 non-embedding parameters.
     assert plan.proxy.cost.model.non_embedding_params == 328_320
     assert plan.proxy.cost.flops_per_token == 6 * (328_320 + 257 * 128) + 6 * 2 * 128 * 128
@@ -90,7 +92,7 @@ def test_embedded_default_jobs_and_compute_by_hand(tmp_path):
     assert plan.final.cost.flops_per_token == 6 * (1_771_200 + 257 * 192) + 6 * 4 * 192 * 128
     assert plan.final.cost.tokens == 140 * 32 * 128
     assert plan.final.cost.evaluations == 4
-    assert plan.proxy.runs + plan.final.runs == 65 + 10
+    assert plan.proxy.runs + plan.final.runs == 64 + 10  # 63 proxies + the optimum's check
 
 
 def test_rounds_add_one_proposal_job_per_later_round(tmp_path):
