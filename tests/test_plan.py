@@ -23,7 +23,14 @@ from regmix.costs import (
     vocabulary,
 )
 from regmix.plan import jobs_per_stage, plan_dict, plan_workflow
-from regmix.schedule import Job, makespan, peak_checkpoint_bytes, simulate_schedule
+from regmix.schedule import (
+    AS_READY,
+    LONGEST_CHAIN,
+    Job,
+    makespan,
+    peak_checkpoint_bytes,
+    simulate_schedule,
+)
 from regmix.step_timing import Shape, StepTiming, measure_steps
 from regmix.tokenize import byte_tokenizer_json
 
@@ -194,18 +201,20 @@ def test_schedule_runs_independent_jobs_side_by_side():
     assert makespan(simulate_schedule(jobs, cores=1)) == 6.0
 
 
-def test_schedule_starts_the_longest_chain_first():
+def test_schedule_orders_longest_chain_first_or_as_ready():
     # "long" has a 5 s job waiting for it: started first, its follower overlaps the second
-    # short job and the schedule ends at 6 s; in listing order it would end at 7 s.
+    # short job and the schedule ends at 6 s; started as ready (then as listed), at 7 s.
     jobs = [
         Job("short1", "train_final", 1, 1.0),
         Job("short2", "train_final", 1, 1.0),
         Job("long", "train_proxy", 1, 1.0),
         Job("tail", "train_final", 1, 5.0, after=("long",)),
     ]
-    slots = {s.job.name: s for s in simulate_schedule(jobs, cores=2)}
+    slots = {s.job.name: s for s in simulate_schedule(jobs, 2, LONGEST_CHAIN)}
     assert slots["long"].start == 0.0 and slots["tail"].start == 1.0
     assert makespan(slots.values()) == 6.0
+    slots = {s.job.name: s for s in simulate_schedule(jobs, 2, AS_READY)}
+    assert slots["long"].start == 1.0 and makespan(slots.values()) == 7.0
 
 
 def test_a_two_thread_job_waits_for_both_cores():

@@ -26,6 +26,8 @@ from regmix.costs import (
 )
 from regmix.errors import RegmixError
 from regmix.schedule import (
+    AS_READY,
+    LONGEST_CHAIN,
     PROCESS_START_SECONDS,
     RUN_OVERHEAD_SECONDS,
     SIMULATED_CANDIDATES,
@@ -90,6 +92,9 @@ class Plan:
     disk: list[DiskItem] = field(default_factory=list)
     timings: dict[str, StepTiming] | None = None
     slots: list[Slot] | None = None
+    """The jobs scheduled as they become ready: Snakemake's way among rules of equal priority."""
+    slots_prioritized: list[Slot] | None = None
+    """The jobs scheduled longest chain first: what rule priorities along the chain would do."""
     run_times: dict[str, RunTime] | None = None
     """Seconds per proxy and final run and per training process, from the timings."""
     load: float | None = None
@@ -191,7 +196,8 @@ def plan_workflow(
         baselines_wait_for_optimum,
     )
     if plan.run_times is not None:
-        plan.slots = simulate_schedule(plan.jobs, cores)
+        plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
+        plan.slots_prioritized = simulate_schedule(plan.jobs, cores, LONGEST_CHAIN)
     plan.disk = disk_items(plan)
     return plan
 
@@ -367,6 +373,11 @@ def render_text(plan: Plan) -> str:
         lines.append(
             f"  {'total':14s}{len(plan.slots):6d}{'':26s}{_clock(makespan(plan.slots)):>13s}"
         )
+        lines.append(
+            "  (jobs started as they become ready, as Snakemake does among rules of equal "
+            "priority; started longest chain first, as priorities along the proxy-to-optimum "
+            f"chain would make it: {_clock(makespan(plan.slots_prioritized))})"
+        )
     if plan.gpu_hours is not None:
         lines += [
             "",
@@ -422,4 +433,5 @@ def plan_dict(plan: Plan) -> dict:
         out["load_average"] = plan.load
         out["stages"] = [{**asdict(span), "span": span.span} for span in stage_spans(plan.slots)]
         out["wall_seconds"] = makespan(plan.slots)
+        out["wall_seconds_prioritized"] = makespan(plan.slots_prioritized)
     return out

@@ -128,12 +128,22 @@ class Slot:
     end: float
 
 
-def simulate_schedule(jobs: Sequence[Job], cores: int) -> list[Slot]:
-    """Run the jobs on `cores` cores: whenever cores are free, start the ready jobs with the
-    longest chain of work still behind them first (the critical path), skipping a job that
-    does not fit for one that does. A job asking for more threads than there are cores gets
-    them all, as Snakemake scales it down. Returns the slots in start order.
+LONGEST_CHAIN = "longest-chain"
+AS_READY = "as-ready"
+
+
+def simulate_schedule(jobs: Sequence[Job], cores: int, order: str = LONGEST_CHAIN) -> list[Slot]:
+    """Run the jobs on `cores` cores: whenever cores are free, start ready jobs, skipping one
+    that does not fit for one that does (Snakemake reserves no cores for a waiting job). A job
+    asking for more threads than there are cores gets them all, as Snakemake scales it down.
+
+    `order` says which ready jobs go first: LONGEST_CHAIN, the ones with the longest chain of
+    work still behind them (what a good scheduler does; Snakemake does it where rules set
+    `priority:`), or AS_READY, the ones ready longest, then in listing order (what Snakemake's
+    choice among equal priorities tends to look like). Returns the slots in start order.
     """
+    if order not in (LONGEST_CHAIN, AS_READY):
+        raise ValueError(f"order {order!r}: expected {LONGEST_CHAIN} or {AS_READY}")
     by_name = {job.name: job for job in jobs}
     for job in jobs:
         missing = [name for name in job.after if name not in by_name]
@@ -144,21 +154,27 @@ def simulate_schedule(jobs: Sequence[Job], cores: int) -> list[Slot]:
     for job in jobs:
         for name in set(job.after):
             followers[name].append(job.name)
-    priority = _critical_paths(jobs, followers)
-    order = {job.name: i for i, job in enumerate(jobs)}
+    listed = {job.name: i for i, job in enumerate(jobs)}
+    chain = _critical_paths(jobs, followers)
+    ready_since = {job.name: 0.0 for job in jobs}
+
+    def rank(name: str) -> tuple[float, int]:
+        first = -chain[name] if order == LONGEST_CHAIN else ready_since[name]
+        return first, listed[name]
+
     ready = [job.name for job in jobs if remaining[job.name] == 0]
     running: list[tuple[float, int, str]] = []  # (end, tie-break, name)
     slots: list[Slot] = []
     free, now = cores, 0.0
     while ready or running:
-        ready.sort(key=lambda name: (-priority[name], order[name]))
+        ready.sort(key=rank)
         for name in list(ready):
             need = min(by_name[name].threads, cores)
             if need <= free:
                 free -= need
                 ready.remove(name)
                 end = now + by_name[name].seconds
-                heapq.heappush(running, (end, order[name], name))
+                heapq.heappush(running, (end, listed[name], name))
                 slots.append(Slot(by_name[name], now, end))
         if not running:
             raise ValueError(f"jobs wait for each other in a cycle: {', '.join(sorted(ready))}")
@@ -172,6 +188,7 @@ def simulate_schedule(jobs: Sequence[Job], cores: int) -> list[Slot]:
                 remaining[follower] -= 1
                 if remaining[follower] == 0:
                     ready.append(follower)
+                    ready_since[follower] = now
     return slots
 
 
