@@ -5,6 +5,11 @@ of running them on a machine's cores, as `snakemake --cores N` would.
 so the simulated DAG has the rules' shape: proxy rounds one after another, batches of a round
 side by side, the baseline and held-out final models free to start as soon as the data is
 prepared, and the optimum's final model and proxy check after the last fit and simulation.
+
+Like Snakemake, the simulation starts whatever ready job fits the free cores and reserves
+none for a job that waits: a 2-thread fit on 2 cores waits while 1-thread jobs keep one core
+busy. Which ready job goes first is Snakemake's choice among rules of equal priority; the
+simulation offers two orders, as the jobs become ready and longest chain first.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from regmix.costs import RunCost
 from regmix.errors import RegmixError
 
-STEP_BUDGET_SECONDS = 1.0
+STEP_BUDGET_SECONDS = 2.0
 """About how long one timed step (or fraction of a step) may take."""
 TIMED_SECONDS = 0.6
 """Time at least this much of steady-state steps (at least 2, at most 5 steps)."""

@@ -25,9 +25,10 @@ def add_plan(commands: argparse._SubParsersAction) -> None:
         "run's parameters, tokens and training FLOPs; disk for token shards, checkpoints "
         "(their peak) and exported models; and an estimate of the wall time with --cores on "
         "this machine: a few real training steps of the proxy and final shapes are timed "
-        "(a few seconds, at the rules' thread counts) and the jobs are scheduled in a "
-        "simulation. Other processes on the cores while it times inflate the estimate. "
-        "Nothing is written or cached.",
+        "at the rules' thread counts (about ten seconds, half of it importing torch and "
+        "Lightning as every training job does) and the jobs are scheduled in a simulation. "
+        "Other processes on the cores while it times inflate the estimate. Nothing is "
+        "written or cached.",
     )
     p.add_argument(
         "--configfile",
