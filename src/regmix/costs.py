@@ -12,13 +12,13 @@ import json
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from regmix.errors import RegmixError
 from regmix.model_config import ModelConfig
-from regmix.train_config import TrainConfig
+from regmix.train_config import TrainConfig, training_settings
 
 BYTE_VOCAB = 257
 """The byte tokenizer: 256 bytes + EOS."""
@@ -221,12 +221,6 @@ def _read_gzip_size(path: Path) -> int:
 # --- one training run -------------------------------------------------------------------------
 
 
-def train_config(section: Mapping[str, Any]) -> TrainConfig:
-    """The TrainConfig of a validated proxy/final config section (workflow keys dropped)."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in section.items() if k in names})
-
-
 @dataclass(frozen=True)
 class RunCost:
     """One training run of a section (a proxy or a final model): what it computes and stores."""
@@ -295,7 +289,7 @@ def run_cost(
     section_name: str, section: Mapping[str, Any], vocab: int, valid: Mapping[str, int]
 ) -> RunCost:
     """The cost of one run of `section_name` ('proxy' or 'final') of a validated config."""
-    train = train_config(section)
+    train = TrainConfig(**training_settings(section))
     window = train.seq_len + 1
     windows = sum(min(train.eval_windows, tokens // window) for tokens in valid.values())
     resources = section["resources"]
