@@ -139,6 +139,11 @@ def round_size(wildcards):
     return SWEEP.rounds[int(wildcards.round) - 1]
 
 
+def optimum_in_round(wildcards):
+    """The last round also trains the mixture the runs so far recommend."""
+    return "--with-optimum" if int(wildcards.round) == SWEEP.n_rounds else ""
+
+
 def runs_before_round(wildcards):
     """The batch tables of every round before this one: what its proposal is fitted on."""
     return [batch_table(b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)]

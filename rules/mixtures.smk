@@ -43,6 +43,7 @@ rule propose_mixtures:
         runtime=30,
     params:
         n=round_size,
+        with_optimum=optimum_in_round,
         target=config["target"],
         seed=config["mixtures"]["seed"],
         final_tokens=final_tokens(),
@@ -51,6 +52,6 @@ rule propose_mixtures:
         code=source_hash("propose", "regression", "regressors", "mixtures", "runs", "stats"),
     shell:
         "regmix propose --runs {input.runs} --stats {input.stats} --target {params.target:q}"
-        " --n {params.n} --round {wildcards.round} --seed {params.seed}"
+        " --n {params.n} --round {wildcards.round} {params.with_optimum} --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
         " --acquisition {params.acquisition:q} --threads {threads} --out {output} > {log} 2>&1"

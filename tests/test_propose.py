@@ -106,3 +106,19 @@ def test_the_command_writes_a_mixture_table(tmp_path, capsys):
     assert len(table) == 4 and list(table.columns[:2]) == ["run", "round"]
     assert main([*args[:-2], "--acquisition", '{"method": "ei"}', "--out", str(out)]) == 1
     assert "regmix: error: acquisition.method" in capsys.readouterr().err
+
+
+def test_a_last_round_starts_with_the_mixture_the_runs_so_far_recommend(tmp_path):
+    stats = tmp_path / "stats.parquet"
+    stats_table({d: 10_000 for d in DOMAINS}).to_parquet(stats)
+    runs = first_round().assign(run=[f"run{i:04d}" for i in range(1, 25)])
+    args = dict(stats_path=stats, final_tokens=10_000, round_number=3)
+    plain = propose(runs, "t", 4, AcquisitionConfig(), seed=0, **args)
+    last = propose(runs, "t", 4, AcquisitionConfig(), seed=0, with_optimum=True, **args)
+    optimum = weights(last)[0]
+    assert bowl(optimum[None, :])[0] < bowl(weights(runs)).min()  # better than any run so far
+    assert not np.allclose(weights(plain)[0], optimum)
+    from_pool = propose(
+        runs, "t", 3, AcquisitionConfig(), seed=0, pool=pool_table(), with_optimum=True
+    )
+    assert len(from_pool) == 3

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from regmix.runs import read_runs
 from regmix.stats import read_stats, train_tokens
 
 METHODS = ("thompson", "ucb", "greedy", "random")
+OPTIMUM_CANDIDATES = 65_536
+"""Candidates scored for the current optimum of a last round (RegMix's simulation, smaller)."""
+OPTIMUM_TOP_K = 100
 ROUND = "round"
 
 
@@ -132,9 +135,14 @@ def _spread_order(order: np.ndarray, weights: np.ndarray, taken: list[int], gap:
 
 
 def thompson_picks(
-    model: GaussianProcess, candidates: np.ndarray, n: int, gap: float, rng: np.random.Generator
+    model: GaussianProcess,
+    candidates: np.ndarray,
+    n: int,
+    gap: float,
+    rng: np.random.Generator,
+    picks: list[int],
 ) -> list[int]:
-    """n picks, each the minimum of one joint posterior draw over the candidates."""
+    """n more picks, each the minimum of one joint posterior draw over the candidates."""
     z = model.scaled(candidates)
     v = model.explained(z)
     covariance = model.covariance(z, z) - v.T @ v
@@ -146,21 +154,26 @@ def thompson_picks(
         factor = vectors * np.sqrt(np.maximum(values, 0.0))
     mean = (model.predict(candidates) - model.y_mean_) / model.y_scale_
     draws = mean[:, None] + factor @ rng.standard_normal((len(candidates), n))
-    picks: list[int] = []
+    picks = list(picks)
     for column in draws.T:
         picks.append(_spread_order(np.argsort(column), candidates, picks, gap))
     return picks
 
 
 def ucb_picks(
-    model: GaussianProcess, candidates: np.ndarray, n: int, beta: float, gap: float
+    model: GaussianProcess,
+    candidates: np.ndarray,
+    n: int,
+    beta: float,
+    gap: float,
+    picks: list[int],
 ) -> list[int]:
-    """GP-BUCB: the lowest mean - β·std, n times, each pick shrinking the std around it."""
+    """GP-BUCB: the lowest mean - β·std, n more times, each pick shrinking the std around it."""
     z = model.scaled(candidates)
     v = model.explained(z)
     mean = (model.predict(candidates) - model.y_mean_) / model.y_scale_
     base_var = model.amplitude_ - (v * v).sum(axis=0)
-    picks: list[int] = []
+    picks = list(picks)
     for _ in range(n):
         if picks:
             # Posterior covariance with the picks, which count as observed with noise.
@@ -176,9 +189,11 @@ def ucb_picks(
     return picks
 
 
-def greedy_picks(model: GaussianProcess, candidates: np.ndarray, n: int, gap: float) -> list[int]:
+def greedy_picks(
+    model: GaussianProcess, candidates: np.ndarray, n: int, gap: float, picks: list[int]
+) -> list[int]:
     order = np.argsort(model.predict(candidates))
-    picks: list[int] = []
+    picks = list(picks)
     for _ in range(n):
         remaining = order[~np.isin(order, picks)]
         picks.append(_spread_order(remaining, candidates, picks, gap))
@@ -191,19 +206,23 @@ def choose(
     n: int,
     config: AcquisitionConfig,
     rng: np.random.Generator,
+    first: list[int] = (),
 ) -> np.ndarray:
-    """Indices of the n candidates the acquisition picks (distinct)."""
+    """Indices of the n candidates the acquisition picks (distinct), after the `first` ones."""
     if n > len(candidates):
         raise RegmixError(f"propose: asked for {n} mixtures but only {len(candidates)} candidates")
+    more, first = n - len(first), list(first)
     if config.method == "random" or model is None:
-        return rng.choice(len(candidates), size=n, replace=False)
+        rest = np.setdiff1d(np.arange(len(candidates)), first)
+        return np.asarray(first + list(rng.choice(rest, size=more, replace=False)))
+    gap = config.min_distance
     with quiet_convergence():
         if config.method == "thompson":
-            picks = thompson_picks(model, candidates, n, config.min_distance, rng)
+            picks = thompson_picks(model, candidates, more, gap, rng, first)
         elif config.method == "ucb":
-            picks = ucb_picks(model, candidates, n, config.exploration, config.min_distance)
+            picks = ucb_picks(model, candidates, more, config.exploration, gap, first)
         else:
-            picks = greedy_picks(model, candidates, n, config.min_distance)
+            picks = greedy_picks(model, candidates, more, gap, first)
     return _distinct(picks, n)
 
 
@@ -214,6 +233,16 @@ def _distinct(picks: list[int], n: int) -> np.ndarray:
     if len(unique) < n:
         raise RegmixError(f"propose: only {len(unique)} distinct picks for {n} mixtures")
     return np.asarray(unique[:n])
+
+
+def current_optimum(
+    model: GaussianProcess, candidates: np.ndarray, top_k: int = OPTIMUM_TOP_K
+) -> np.ndarray:
+    """The mixture the runs so far recommend: RegMix's mean of the top-k predicted candidates
+    (within the caps, since the candidates are and the caps are convex)."""
+    best = np.argsort(model.predict(candidates))[:top_k]
+    optimum = candidates[best].mean(axis=0)
+    return optimum / optimum.sum()
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -249,8 +278,14 @@ def propose(
     final_tokens: float | None = None,
     sampler: SamplerConfig | None = None,
     source: str = "runs",
+    with_optimum: bool = False,
 ) -> pd.DataFrame:
-    """The next n mixtures as a mixture table (with a `round` column given `round_number`)."""
+    """The next n mixtures as a mixture table (with a `round` column given `round_number`).
+
+    `with_optimum` makes the first of them the mixture the runs so far recommend (the last
+    round trains it, so that the final fit knows the loss where it will recommend), or, from
+    a pool, the row with the lowest predicted loss.
+    """
     if n < 1:
         raise RegmixError("--n: must be >= 1")
     data, _ = training_data_from(runs, target, source)
@@ -264,7 +299,8 @@ def propose(
         fresh = pool[~pool["run"].isin(runs["run"])].reset_index(drop=True)
         candidates = aligned_weights(fresh, domains, "--pool")
         names = fresh["run"].tolist()
-        picks = choose(model, candidates, n, config, rng)
+        first = [int(np.argmin(model.predict(candidates)))] if with_optimum and model else []
+        picks = choose(model, candidates, n, config, rng, first)
         table = mixture_table([names[i] for i in picks], domains, candidates[picks])
     else:
         if stats_path is None or final_tokens is None:
@@ -278,7 +314,14 @@ def propose(
         caps = domain_caps(tokens, final_tokens, sampler.max_epochs).to_numpy()
         best = data.weights[np.argsort(data.target)[: config.local_runs]]
         candidates = sampled_candidates(centre, caps, best, config, sampler, rng)
-        picks = choose(model, candidates, n, config, rng)
+        first = []
+        if with_optimum and model is not None:
+            wide = replace(config, candidates=OPTIMUM_CANDIDATES)
+            optimum = current_optimum(
+                model, sampled_candidates(centre, caps, best, wide, sampler, rng)
+            )
+            candidates, first = np.vstack([optimum, candidates]), [0]
+        picks = choose(model, candidates, n, config, rng, first)
         names = next_run_names(runs["run"].tolist(), n)
         table = mixture_table(names, domains, candidates[picks])
     if round_number is not None:
@@ -298,13 +341,25 @@ def write_proposal(
     stats_path: str | os.PathLike | None = None,
     final_tokens: float | None = None,
     sampler: SamplerConfig | None = None,
+    with_optimum: bool = False,
 ) -> pd.DataFrame:
     """`regmix propose`: read the runs (and the pool), propose, write the mixture table."""
     runs = read_run_tables(list(runs_paths))
     pool = read_mixtures(pool_path) if pool_path is not None else None
     source = ", ".join(str(p) for p in runs_paths)
     table = propose(
-        runs, target, n, config, seed, round_number, pool, stats_path, final_tokens, sampler, source
+        runs,
+        target,
+        n,
+        config,
+        seed,
+        round_number,
+        pool,
+        stats_path,
+        final_tokens,
+        sampler,
+        source,
+        with_optimum,
     )
     write_table(table, out)
     return table

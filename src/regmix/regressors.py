@@ -159,6 +159,7 @@ class GaussianProcess(Regressor):
 
     name: ClassVar[str] = "gp"
     summary: ClassVar[str] = "Gaussian process on log(w + offset), ARD RBF + white noise"
+    uncertainty: ClassVar[str] = "gaussian process posterior, seed noise included"
     offset: float = 1e-3
     """Added before the log so that absent domains (w = 0) map to a finite feature."""
     restarts: int = 0
@@ -277,6 +278,7 @@ class StackedEnsemble(Regressor):
 
     name: ClassVar[str] = "ensemble"
     summary: ClassVar[str] = "gp + lightgbm, weighted by non-negative least squares on their CV"
+    uncertainty: ClassVar[str] = "the ensemble's CV error plus its GP member's posterior variance"
     members: tuple[str, ...] = ("gp", "lightgbm")
     """Names of the member models."""
     inner_folds: int = 5

@@ -416,7 +416,7 @@ def prediction_interval(
             "lower": round(mean - Z_95 * std, 6),
             "upper": round(mean + Z_95 * std, 6),
             "level": INTERVAL_LEVEL,
-            "method": "gaussian process posterior, seed noise included",
+            "method": regressor.uncertainty,
         }
     if refits:
         predictions = [float(r.predict(row)[0]) for r in refits]

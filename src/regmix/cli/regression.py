@@ -221,6 +221,12 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", type=Path, help="choose from these mixtures instead of sampling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--round", type=int, help="write this round number in a `round` column")
+    p.add_argument(
+        "--with-optimum",
+        action="store_true",
+        help="make the first mixture the one the runs so far recommend (the workflow's last "
+        "round), or from --pool the row with the lowest predicted loss",
+    )
     p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
     p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")
     p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
@@ -257,5 +263,6 @@ def _propose(args: argparse.Namespace) -> None:
             args.stats,
             args.final_tokens,
             sampler,
+            args.with_optimum,
         )
     print(f"regmix propose: {len(table)} mixtures ({config.method}) -> {args.out}", file=sys.stderr)
