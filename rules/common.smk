@@ -191,6 +191,12 @@ def final_mixture_source(wildcards, input):
     return ""
 
 
+def optimum_first(wildcards):
+    """Scheduling priority: the recommended mixture's final model is on the critical path
+    (it waits for every round); the baselines and held-out models fill the gaps."""
+    return 10 if wildcards.name == OPTIMUM else 0
+
+
 def final_mixture_tables():
     return [final_mixture_path(name) for name in SWEEP.final_names()]
 

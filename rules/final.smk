@@ -10,6 +10,7 @@ rule final_mixture:
         final_mixture_path("{name}"),
     log:
         "logs/mixtures/final/{name}.log",
+    priority: optimum_first
     conda:
         "../environment.yml"
     params:
@@ -37,6 +38,7 @@ rule train_final:
         "logs/final/{name}.log",
     benchmark:
         "results/benchmarks/final/{name}.tsv"
+    priority: optimum_first
     conda:
         "../environment.yml"
     threads: config["final"]["resources"]["threads"]

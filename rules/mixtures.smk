@@ -9,6 +9,7 @@ rule sample_mixtures:
         mixtures_path(1),
     log:
         "logs/mixtures/round1.log",
+    priority: 10
     conda:
         "../environment.yml"
     params:
@@ -35,9 +36,10 @@ rule propose_mixtures:
         "results/benchmarks/mixtures/round{round}.tsv"
     wildcard_constraints:
         round=r"[2-9]|[1-9][0-9]+",
+    priority: 10
     conda:
         "../environment.yml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,

@@ -17,6 +17,7 @@ rule train_proxy:
         "logs/proxy/{batch}.log",
     benchmark:
         "results/benchmarks/proxy/{batch}.tsv"
+    priority: 10
     group:
         "proxy"
     conda:
@@ -47,6 +48,7 @@ rule collect_proxies:
         runs_table(),
     log:
         "logs/collect_proxies.log",
+    priority: 10
     conda:
         "../environment.yml"
     params:
@@ -64,6 +66,7 @@ rule train_optimum_proxy:
         record=f"{optimum_proxy_dir()}/run.json",
     log:
         "logs/optimal/proxy.log",
+    priority: 5
     conda:
         "../environment.yml"
     threads: config["proxy"]["resources"]["threads"]

@@ -15,9 +15,10 @@ rule fit:
         "logs/regression/{model}.log",
     benchmark:
         "results/benchmarks/regression/{model}.tsv"
+    priority: 10
     conda:
         "../environment.yml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -44,9 +45,10 @@ rule simulate:
         "logs/simulate.log",
     benchmark:
         "results/benchmarks/simulate.tsv"
+    priority: 10
     conda:
         "../environment.yml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
