@@ -71,10 +71,16 @@ def test_gp_prediction_matches_scikit_learn_for_the_fitted_kernel():
     target = runs["loss.web"].to_numpy()
     model = GaussianProcess().fit(weights, target)
     reference = GaussianProcessRegressor(model.kernel_, optimizer=None)
-    reference.fit(model.features(weights), (target - model.y_mean_) / model.y_scale_)
+    reference.fit(model.features(weights), (np.log(target) - model.y_mean_) / model.y_scale_)
     fresh = dirichlet_weights(500, len(DOMAINS), seed=5)
-    expected = reference.predict(model.features(fresh)) * model.y_scale_ + model.y_mean_
-    np.testing.assert_allclose(model.predict(fresh), expected, rtol=1e-9, atol=1e-9)
+    mean, std = reference.predict(model.features(fresh), return_std=True)
+    expected = mean * model.y_scale_ + model.y_mean_  # the GP models log loss
+    np.testing.assert_allclose(model.predict(fresh), np.exp(expected), rtol=1e-9, atol=1e-9)
+    # scikit-learn's std includes the white noise: a new run's measurement
+    np.testing.assert_allclose(model.latent_std(fresh), std * model.y_scale_, rtol=1e-6)
+    lower, upper = model.predict_interval(fresh, 2.0)
+    np.testing.assert_allclose(np.log(lower), expected - 2 * std * model.y_scale_, rtol=1e-6)
+    assert (lower < model.predict(fresh)).all() and (model.predict(fresh) < upper).all()
 
 
 def test_mixing_law_recovers_the_law_it_was_generated_from():

@@ -137,19 +137,25 @@ def dirichlet_draws(
     return draws
 
 
+LOCAL_FLOOR = 0.2
+"""Dirichlet concentration spread evenly over all domains in a local draw. Around a blend of
+three of eight domains, some left-out domain comes back above 1% in about one draw in eleven;
+a floor of 1 put 2% of every draw on left-out domains on average, which averaging the top
+candidates then carried into the optimum as a smear over domains that do not help."""
+
+
 def local_draws(
     centres: np.ndarray, n: int, concentrations: tuple[float, ...], rng: np.random.Generator
 ) -> np.ndarray:
-    """n draws around the centres: Dirichlet(κ·centre + 1/d), κ and centre picked per draw.
+    """n draws around the centres: Dirichlet(κ·centre + floor/d), κ and centre picked per draw.
 
     Where RegMix's sampler spreads its draws around the token prior, these stay near given
-    mixtures (the best runs so far), so that the region of the optimum is searched finely. The
-    1/d floor lets a domain a centre leaves out come back in small amounts.
+    mixtures (the best runs so far), so that the region of the optimum is searched finely.
     """
     d = centres.shape[1]
     which = rng.integers(len(centres), size=n)
     kappa = np.asarray(concentrations, dtype=float)[rng.integers(len(concentrations), size=n)]
-    alpha = kappa[:, None] * centres[which] + 1.0 / d
+    alpha = kappa[:, None] * centres[which] + LOCAL_FLOOR / d
     draws = rng.gamma(alpha)
     return draws / draws.sum(axis=1, keepdims=True)
 

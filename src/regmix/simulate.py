@@ -409,12 +409,11 @@ def prediction_interval(
     range with few refits); None without either.
     """
     row = optimum[None, :]
-    if hasattr(regressor, "predict_std"):
-        mean = float(regressor.predict(row)[0])
-        std = float(regressor.predict_std(row)[0])
+    if hasattr(regressor, "predict_interval"):
+        lower, upper = regressor.predict_interval(row, Z_95)
         return {
-            "lower": round(mean - Z_95 * std, 6),
-            "upper": round(mean + Z_95 * std, 6),
+            "lower": round(float(lower[0]), 6),
+            "upper": round(float(upper[0]), 6),
             "level": INTERVAL_LEVEL,
             "method": regressor.uncertainty,
         }

@@ -371,9 +371,10 @@ def throughput_lines(snapshot: Snapshot) -> list[str]:
         if not t["finished"] and not t["running"]:
             continue
         parts = [f"{t['median']:,.0f} median of {t['finished']} finished"] if t["median"] else []
-        if t["running"]:
-            now = f"{t['now']:,.0f}" if t["now"] else "?"
-            parts.append(f"~{now} now over {t['running']} running")
+        if t["running"] and t["now"]:
+            parts.append(f"~{t['now']:,.0f} now over {t['running']} running")
+        elif t["running"]:
+            parts.append(f"{t['running']} running, no speed reported yet")
         lines.append(f"tokens/s  {label:8} " + "; ".join(parts or ["no speed recorded"]))
     return lines or ["tokens/s  no run has finished or reported progress yet"]
 
