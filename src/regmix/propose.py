@@ -283,8 +283,9 @@ def propose(
     """The next n mixtures as a mixture table (with a `round` column given `round_number`).
 
     `with_optimum` makes the first of them the mixture the runs so far recommend (the last
-    round trains it, so that the final fit knows the loss where it will recommend), or, from
-    a pool, the row with the lowest predicted loss.
+    round trains it, so that the final fit knows the loss where it will recommend) and draws
+    the others around it and the best runs only; from a pool, the first is the row with the
+    lowest predicted loss.
     """
     if n < 1:
         raise RegmixError("--n: must be >= 1")
@@ -313,14 +314,19 @@ def propose(
         centre = sharpened_prior(token_prior(tokens).to_numpy(), sampler.temperature)
         caps = domain_caps(tokens, final_tokens, sampler.max_epochs).to_numpy()
         best = data.weights[np.argsort(data.target)[: config.local_runs]]
-        candidates = sampled_candidates(centre, caps, best, config, sampler, rng)
         first = []
         if with_optimum and model is not None:
+            # The last round: no later round could use what exploring far away reveals, so it
+            # searches only around the current optimum and the best runs, to pin the optimum.
             wide = replace(config, candidates=OPTIMUM_CANDIDATES)
             optimum = current_optimum(
                 model, sampled_candidates(centre, caps, best, wide, sampler, rng)
             )
-            candidates, first = np.vstack([optimum, candidates]), [0]
+            best, first = np.vstack([optimum, best]), [0]
+            config = replace(config, local_share=1.0)
+        candidates = sampled_candidates(centre, caps, best, config, sampler, rng)
+        if first:
+            candidates = np.vstack([best[:1], candidates])
         picks = choose(model, candidates, n, config, rng, first)
         names = next_run_names(runs["run"].tolist(), n)
         table = mixture_table(names, domains, candidates[picks])
