@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from regmix.errors import RegmixError
+from regmix.language_modeling import LanguageModeling, TrackerLogging
 from regmix.loader import MixedBatches
 from regmix.model import next_token_loss
 from regmix.tracking import (
@@ -45,7 +46,7 @@ from regmix.tracking import (
     finish_logger,
     hyperparameters,
 )
-from regmix.train import LanguageModeling, TrackerLogging, TrainConfig, build_trainer
+from regmix.train import TrainConfig, build_trainer
 
 CASES = [
     # preset, vocabulary, batch size, sequence length

@@ -154,3 +154,10 @@ def test_embedded_default_config_is_valid():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
     TrainConfig(**training_settings(config["proxy"]))
+
+
+def test_the_html_report_builds_with_every_figure_and_caption(finished):
+    result = snakemake(finished, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (finished / "report.html").read_text(errors="replace")
+    assert "proxy mixtures" in html and "coloured by round" in html

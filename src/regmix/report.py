@@ -100,15 +100,26 @@ KIND_COLOURS = {"regmix": "tab:red", "baseline": "tab:blue", "heldout": "tab:gre
 def plot_weight_distributions(
     mixtures: pd.DataFrame, prior: pd.Series, path: str | os.PathLike
 ) -> None:
-    """Each domain's weight across the proxy mixtures (as RegMix's figure), prior marked."""
+    """Each domain's weight across the proxy mixtures (as RegMix's figure), prior marked; the
+    points are coloured by the round that proposed them."""
     plt = _pyplot()
     domains = list(prior.sort_values().index)
     figure, axes = plt.subplots(figsize=(7, 0.4 * len(domains) + 1.5))
     values = [mixtures[WEIGHT + d].to_numpy() for d in domains]
     axes.boxplot(values, vert=False, widths=0.6, showfliers=False)
     jitter = np.random.default_rng(0)
-    for row, weights in enumerate(values, start=1):
-        axes.scatter(weights, row + jitter.uniform(-0.2, 0.2, len(weights)), s=6, alpha=0.5)
+    rounds = mixtures["round"].to_numpy() if "round" in mixtures else np.ones(len(mixtures))
+    for number in np.unique(rounds):
+        chosen = rounds == number
+        for row, weights in enumerate(values, start=1):
+            axes.scatter(
+                weights[chosen],
+                row + jitter.uniform(-0.2, 0.2, int(chosen.sum())),
+                s=6,
+                alpha=0.6,
+                color=f"C{int(number) - 1}",
+                label=f"round {int(number)}" if row == 1 and len(np.unique(rounds)) > 1 else None,
+            )
     axes.scatter(
         prior[domains],
         np.arange(1, len(domains) + 1),

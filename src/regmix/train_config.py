@@ -17,6 +17,7 @@ from regmix.model_config import ModelConfig
 
 TRAINING_MODULES = (
     "train",
+    "language_modeling",
     "train_config",
     "model",
     "model_config",

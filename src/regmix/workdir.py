@@ -29,7 +29,7 @@ TAIL_BYTES = 16384
 PROGRESS = re.compile(
     r"^(?P<run>\S+): step (?P<step>\d+)/(?P<steps>\d+), [\d,]+ tokens, (?P<speed>[\d,.]+) tokens/s"
 )
-"""A training log's line per evaluation (`regmix.train.RunProgress.report`)."""
+"""A training log's line per evaluation (`regmix.language_modeling.RunProgress.report`)."""
 ERROR = re.compile(
     r"regmix: error:|^Traceback|^(\w+\.)*\w*(Error|Exception|Interrupt|Exit)\b|Killed|CANCELLED"
     r"|oom.kill|Out Of Memory|TIME LIMIT|slurmstepd: error|srun: error|non-zero exit",
