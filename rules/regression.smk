@@ -61,12 +61,14 @@ rule simulate:
         seed=config["simulation"]["seed"],
         bootstrap=config["simulation"]["bootstrap"],
         local_share=config["simulation"]["local_share"],
+        caution=config["simulation"]["caution"],
         guard="" if config["simulation"]["guard"] else "--no-guard",
         code=source_hash("simulate", "regression", "regressors", "mixtures", "runs", "stats"),
     shell:
         "regmix simulate --model {params.model} --stats {input.stats}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
         " --candidates {params.candidates} --top-k {params.top_k} --seed {params.seed}"
-        " --bootstrap {params.bootstrap} --local-share {params.local_share} {params.guard}"
+        " --bootstrap {params.bootstrap} --local-share {params.local_share}"
+        " --caution {params.caution} {params.guard}"
         " --threads {threads}"
         " --out {output.mixture} --top-out {output.top} > {log} 2>&1"

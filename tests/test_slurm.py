@@ -20,6 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from slurm_cluster import Cluster, slurm_cluster
 from workflow import REPO, TINY
@@ -41,7 +42,11 @@ TEST_SETTINGS = [
     "--latency-wait",
     "5",
 ]
-ONE_GPU_PER_PROXY = "proxy:\n  resources: {threads: 1, mem_mb: 1000, runtime: 10, gpu: 1}\n"
+ONE_GPU_PER_PROXY = (
+    "proxy:\n  proxies_per_job: 2\n  resources: {threads: 1, mem_mb: 1000, runtime: 10, gpu: 1}\n"
+)
+"""Two batches in round 1 (run0001-run0002, run0003-run0004) to bundle, one in round 2."""
+FIRST_ROUND_BATCHES = ("run0001-run0002", "run0003-run0004")
 TIMEOUT_S = 600
 
 
@@ -54,8 +59,9 @@ class Run:
     wall_s: float
 
 
-def snakemake(cluster: Cluster, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """`snakemake --profile profiles/slurm` as a user types it, bounded by `timeout -k`."""
+def snakemake_command(cluster: Cluster, workdir: Path, *args: str) -> tuple[list[str], dict]:
+    """`snakemake --profile profiles/slurm` as a user types it, bounded by `timeout -k`, and
+    the environment it runs in."""
     gpu_config = workdir.parent / f"{workdir.name}-gpu.yaml"
     gpu_config.write_text(ONE_GPU_PER_PROXY)
     command = [
@@ -65,7 +71,16 @@ def snakemake(cluster: Cluster, workdir: Path, *args: str) -> subprocess.Complet
         *("--profile", str(PROFILE), *TEST_SETTINGS, *args),
     ]
     env = {**cluster.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return run_bounded(command, env)
+    return command, env
+
+
+def snakemake(cluster: Cluster, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_bounded(*snakemake_command(cluster, workdir, *args))
+
+
+def slurm_logs(workdir: Path) -> dict[str, str]:
+    """SLURM job id → its log, as the executor keeps them."""
+    return {p.stem: p.read_text() for p in (workdir / ".snakemake/slurm_logs").rglob("*.log")}
 
 
 def run_bounded(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -133,7 +148,7 @@ def test_every_rule_ran_inside_a_completed_slurm_job(run, cluster):
     assert run.result.returncode == 0, run.result.stderr[-4000:]
     jobs = [j for j in cluster.jobs() if j["comment"].startswith("rule_")]
     assert jobs and all(j["state"] == "COMPLETED" for j in jobs), jobs
-    logs = {p.stem: p.read_text() for p in (run.workdir / ".snakemake/slurm_logs").rglob("*.log")}
+    logs = slurm_logs(run.workdir)
     assert {j["id"] for j in jobs} <= set(logs)
     for rule, count in run.planned.items():
         ran_in = [j for j in jobs if re.search(rf"rule {rule}:", logs[j["id"]])]
@@ -142,15 +157,17 @@ def test_every_rule_ran_inside_a_completed_slurm_job(run, cluster):
             assert len(ran_in) == count, (rule, ran_in)
 
 
-def test_proxy_batches_share_one_submission_holding_one_gpu(run, cluster):
-    """Grouping bundles the proxy jobs into one sbatch that runs them in turn on one GPU."""
+def test_a_rounds_proxy_batches_share_one_submission_holding_one_gpu(run, cluster):
+    """Grouping bundles round 1's proxy batches into one sbatch that runs them in turn on one
+    GPU; round 2's batch is a submission of its own, since it needs round 1's runs."""
     assert run.result.returncode == 0, run.result.stderr[-4000:]
-    batches = [rule for rule in run.planned if rule.startswith("train_proxy")]
-    if len(batches) < 2:
-        pytest.skip(f"needs two proxy batches to bundle, the tiny config has {batches}")
-    (bundle,) = [j for j in cluster.jobs() if j["comment"].startswith("rule_proxy_")]
-    assert all(rule in bundle["comment"] for rule in batches), bundle
-    details = cluster.run("scontrol", "show", "job", bundle["id"]).stdout
+    assert run.planned["train_proxy"] == 3
+    logs = slurm_logs(run.workdir)
+    bundles = [j for j in cluster.jobs() if j["comment"].startswith("rule_proxy_")]
+    (first,) = [j for j in bundles if f"batch={FIRST_ROUND_BATCHES[0]}" in logs[j["id"]]]
+    assert f"batch={FIRST_ROUND_BATCHES[1]}" in logs[first["id"]]
+    assert "batch=run0005-run0006" not in logs[first["id"]]
+    details = cluster.run("scontrol", "show", "job", first["id"]).stdout
     assert re.search(r"TresPerJob=gres[:/]gpu[:=]1\b", details), details
 
 
@@ -159,6 +176,40 @@ def test_rerun_after_completion_has_nothing_to_do(run, cluster):
     again = snakemake(cluster, run.workdir, "--dry-run")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_sweep_stopped_after_round_one_resumes_without_training_it_again(cluster, tmp_path):
+    """Stop Snakemake once round 1 is trained (SIGTERM: it cancels its SLURM jobs); the next
+    invocation proposes and trains round 2 and finishes, re-using round 1 as it is."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    target = "results/proxy/runs.parquet"
+    command, env = snakemake_command(cluster, workdir, target)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    round_one = [workdir / f"results/proxy/batches/{b}.parquet" for b in FIRST_ROUND_BATCHES]
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not all(p.is_file() for p in round_one):
+            assert process.poll() is None, "the workflow ended before round 1 was trained"
+            assert time.monotonic() < deadline, f"round 1 not trained within {TIMEOUT_S} s"
+            time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    trained = {p: p.stat().st_mtime_ns for p in (workdir / "results/proxy").glob("run000[1-4]/*")}
+    result = snakemake(cluster, workdir, target)
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = pd.read_parquet(workdir / target)
+    assert list(runs["round"]) == [1, 1, 1, 1, 2, 2] and set(runs["status"]) == {"ok"}
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained  # round 1 left as it was
 
 
 DDP_SCRIPT = r"""

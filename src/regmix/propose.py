@@ -45,6 +45,7 @@ from regmix.parallel import quiet_convergence
 from regmix.regression import aligned_weights, read_mixtures, training_data_from
 from regmix.regressors import GaussianProcess
 from regmix.runs import read_runs
+from regmix.simulate import SimulationConfig, cautious_score
 from regmix.stats import read_stats, train_tokens
 
 METHODS = ("thompson", "ucb", "greedy", "random")
@@ -238,9 +239,10 @@ def _distinct(picks: list[int], n: int) -> np.ndarray:
 def current_optimum(
     model: GaussianProcess, candidates: np.ndarray, top_k: int = OPTIMUM_TOP_K
 ) -> np.ndarray:
-    """The mixture the runs so far recommend: RegMix's mean of the top-k predicted candidates
-    (within the caps, since the candidates are and the caps are convex)."""
-    best = np.argsort(model.predict(candidates))[:top_k]
+    """The mixture the runs so far recommend, as the simulation would form it: the mean of the
+    top-k candidates ranked with the simulation's caution (within the caps, since the
+    candidates are and the caps are convex)."""
+    best = np.argsort(cautious_score(model, candidates, SimulationConfig().caution))[:top_k]
     optimum = candidates[best].mean(axis=0)
     return optimum / optimum.sum()
 

@@ -70,6 +70,10 @@ class SimulationConfig:
     found the optimum there."""
     local_runs: int = 8
     """How many of the best runs the local candidates surround."""
+    caution: float = 1.0
+    """Rank candidates by the predicted loss plus this many posterior standard deviations (of
+    the mean loss, for regressors that have one), so that a mixture promised a low loss only
+    by extrapolating loses to one the runs support. 0 ranks by the prediction (RegMix)."""
     chunk: int = 65_536
     """Candidates drawn and scored together; bounds memory per thread."""
 
@@ -230,7 +234,7 @@ def _score_chunk(
     weights = candidates.draw(index, size)
     weights = weights[within_caps(weights, candidates.caps)]
     inside = support.contains(weights)
-    predictions = predict_weights(model, weights)
+    predictions = cautious_score(model, weights, config.caution)
     unguarded = TopK(config.top_k)
     unguarded.offer(predictions, weights)
     if config.guard:
@@ -242,9 +246,18 @@ def _score_chunk(
     tops = []
     for refit in refits:
         top = TopK(config.top_k)
-        top.offer(predict_weights(refit, competing), competing)
+        top.offer(cautious_score(refit, competing, config.caution), competing)
         tops.append(top)
     return ChunkResult(size, len(weights), int(inside.sum()), best, unguarded, tops)
+
+
+def cautious_score(model: Regressor, weights: np.ndarray, caution: float) -> np.ndarray:
+    """What candidates are ranked by: the predicted loss, or with `caution` its posterior
+    upper bound, mean + caution × standard deviation of the mean loss (the seed noise left
+    out: it is the same everywhere)."""
+    if caution > 0 and hasattr(model, "predict_interval"):
+        return model.predict_interval(weights, caution, observation=False)[1]
+    return predict_weights(model, weights)
 
 
 def bootstrap_refits(model: FittedModel, count: int, seed: int, threads: int) -> list[Regressor]:
@@ -359,7 +372,8 @@ def simulate(
         **({"predicted_interval": interval} if interval else {}),
         "target": model.spec["target"],
         "model": model.spec["model"],
-        "top_k_mean_prediction": round(float(best.predictions.mean()), 6),
+        "top_k_mean_prediction": round(float(model.regressor.predict(best.weights).mean()), 6),
+        "caution": config.caution,
         "best_run_loss": round(float(model.train["target"].min()), 6),
         "best_run": str(model.train["run"].iloc[int(model.train["target"].argmin())]),
         "candidates": {**counts, "top_k": config.top_k, "seed": config.seed},
@@ -388,7 +402,8 @@ def simulate(
     top = mixture_table(
         [f"top{i + 1:04d}" for i in range(len(best.predictions))], domains, best.weights
     )
-    top["prediction"] = best.predictions
+    top["prediction"] = model.regressor.predict(best.weights)
+    top["score"] = best.predictions  # what they were ranked by (with `caution`)
     top["nearest_run"] = nearest_distance(best.weights, support.runs)
     top["inside_support"] = support.contains(best.weights, top["nearest_run"].to_numpy())
     return Simulation(domains, optimum, predicted, top, prior, report, spread, valid_domains(stats))

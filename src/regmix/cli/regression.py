@@ -145,6 +145,13 @@ def add_simulate(commands: argparse._SubParsersAction) -> None:
         help="let candidates outside the proxy runs' support compete (still reported)",
     )
     p.add_argument(
+        "--caution",
+        type=float,
+        default=1.0,
+        help="rank candidates by prediction + this many posterior standard deviations, so that "
+        "an extrapolated promise loses to a supported one (0: by the prediction, as RegMix)",
+    )
+    p.add_argument(
         "--local-share",
         type=float,
         default=0.5,
@@ -186,6 +193,7 @@ def _simulate(args: argparse.Namespace) -> None:
         guard=not args.no_guard,
         support_quantile=args.support_quantile,
         local_share=args.local_share,
+        caution=args.caution,
         bootstrap=args.bootstrap,
     )
     result = simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
