@@ -152,6 +152,25 @@ def test_stats_domains_must_match_the_model(bowl_model, tmp_path):
         simulate(model, tmp_path / "stats.parquet", 100, small(), threads=1)
 
 
+def test_caution_prefers_a_supported_mixture_to_an_extrapolated_promise(bowl_model):
+    """Ranked by the prediction alone the top candidates may sit where no run was; with
+    caution the optimum lies nearer the runs and its predicted interval is narrower."""
+    model, stats = bowl_model
+    bold = simulate(model, stats, 1_000_000, small(caution=0.0, guard=False), threads=1)
+    careful = simulate(model, stats, 1_000_000, small(caution=2.0, guard=False), threads=1)
+
+    def nearest(result):
+        return result.report["support"]["optimum"]["nearest_run"]
+
+    def width(result):
+        return (
+            result.report["predicted_interval"]["upper"]
+            - result.report["predicted_interval"]["lower"]
+        )
+
+    assert nearest(careful) <= nearest(bold) and width(careful) <= width(bold)
+
+
 def test_simulation_config_rejects_a_top_k_larger_than_the_candidates():
     with pytest.raises(RegmixError, match="candidates: must be >= top_k"):
         SimulationConfig(candidates=10, top_k=20)
@@ -169,7 +188,8 @@ def test_written_yaml_has_regmix_shape_and_the_report(bowl_model, tmp_path):
     assert document["predicted_loss"] == pytest.approx(result.predicted_loss, abs=1e-6)
     top = pd.read_parquet(tmp_path / "top.parquet")
     check_weights(top, "top.parquet")
-    assert len(top) == 50 and top["prediction"].is_monotonic_increasing
+    assert len(top) == 50 and top["score"].is_monotonic_increasing  # ranked by the score
+    assert (top["prediction"] <= top["score"]).all()  # the prediction plus caution × std
 
 
 def test_simulate_command_writes_outputs_and_warns_about_extrapolation(

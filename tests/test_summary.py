@@ -1,0 +1,58 @@
+"""What the summary says about the recommended mixture: how sure, and where it stands."""
+
+import pandas as pd
+import pytest
+
+from regmix.summary import optimum_check, optimum_lines
+
+
+def optimum(radius_ratio: float, beyond: dict | None = None) -> dict:
+    """A mixture.yaml document as `regmix simulate` writes it, reduced to what is read."""
+    return {
+        "predicted_loss": 1.60,
+        "predicted_interval": {"lower": 1.50, "upper": 1.72, "method": "posterior"},
+        "best_run_loss": 1.66,
+        "support": {
+            "optimum": {"radius_ratio": radius_ratio, "beyond_runs": beyond or {}},
+        },
+    }
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    losses = pd.DataFrame(
+        {
+            "run": "regmix",
+            "step": [40, 40, 80, 80],
+            "tokens": [1, 1, 2, 2],
+            "domain": ["target", "web", "target", "web"],
+            "loss": [2.0, 3.0, 1.65, 2.5],
+        }
+    )
+    losses.to_parquet(tmp_path / "losses.parquet")
+    return tmp_path
+
+
+def test_a_supported_optimum_with_its_proxy_reads_as_such(proxy):
+    check = optimum_check(optimum(0.4), "target", proxy)
+    assert check.actual == pytest.approx(1.65) and check.within_interval
+    text = "\n".join(optimum_lines(check))
+    assert "95% interval 1.5000 … 1.7200" in text
+    assert "inside what the proxy runs cover" in text
+    assert "below every run" in text  # 1.60 predicted, best run 1.66
+    assert "measured 1.6500 (+0.0500 from the prediction; inside the interval)" in text
+
+
+def test_an_optimum_outside_the_runs_is_called_an_extrapolation_in_words():
+    check = optimum_check(optimum(1.8, {"poetry": [0.4, 0.3]}), "target", None)
+    text = "\n".join(optimum_lines(check))
+    assert "outside what the proxy runs cover (1.8x the support radius; more poetry" in text
+    assert "its predicted loss is an extrapolation" in text
+    assert check.actual is None and "trained as a proxy" not in text
+
+
+def test_a_proxy_outside_the_interval_is_flagged(proxy):
+    document = optimum(0.4)
+    document["predicted_interval"] = {"lower": 1.40, "upper": 1.55, "method": "posterior"}
+    text = "\n".join(optimum_lines(optimum_check(document, "target", proxy)))
+    assert "**outside** the interval" in text
