@@ -166,6 +166,13 @@ class GaussianProcess(Regressor):
     """Extra optimiser starts from random kernel parameters (the data-based start suffices)."""
     initial_kernel: Any = field(default=None, repr=False)
     """Kernel to start the marginal-likelihood search from; None starts from the data."""
+    pessimistic_prior: bool = True
+    """Far from every run, expect the worst loss measured rather than the average: the GP's
+    constant prior mean is the largest (log) loss of the runs. Later rounds put most runs near
+    the optimum, so their average is low, and a mixture unlike any run (a near-pure one, say)
+    would be predicted as good as the optimum; the worst run is the honest guess there, and it
+    keeps the optimum among the runs that support it. On the demo's sweeps, ranking held-out
+    random mixtures got better or stayed; CV on RegMix's 512 runs did not change."""
     log_target: bool = True
     """Model log(loss). Losses span a wide range (the demo's runs: 1.7 to 9), and on the raw
     scale the poor mixtures set the kernel's amplitude: the fit then dips far below every run
@@ -195,7 +202,7 @@ class GaussianProcess(Regressor):
             if (target <= 0).any():
                 raise RegmixError("gp: log_target needs positive losses")
             target = np.log(target)
-        self.y_mean_ = float(target.mean())
+        self.y_mean_ = float(target.max() if self.pessimistic_prior else target.mean())
         self.y_scale_ = float(target.std()) or 1.0
         kernel = self.initial_kernel if self.initial_kernel is not None else self._data_kernel(x)
         gp = GaussianProcessRegressor(
