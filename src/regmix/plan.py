@@ -25,6 +25,7 @@ from regmix.costs import (
     vocabulary,
 )
 from regmix.errors import RegmixError
+from regmix.preflight import check_workflow
 from regmix.schedule import (
     AS_READY,
     LONGEST_CHAIN,
@@ -127,6 +128,7 @@ def plan_workflow(
     """
     config = load_config(configfiles, workflow_dir or REPO)
     directory = Path(directory)
+    check_workflow(config, directory)  # the mistakes Snakemake would stop on, in its words
     cores = cores or os.cpu_count() or 1
     if cores < 1:
         raise RegmixError(f"--cores: must be >= 1, got {cores}")

@@ -249,9 +249,7 @@ def workflow_jobs(
         if round == 1:
             mixtures = add("sample_mixtures", after=[prepare])
         else:
-            mixtures = add(
-                "propose_mixtures", f"round{round}", [prepare, *batches_before], threads=2
-            )
+            mixtures = add("propose_mixtures", f"round{round}", [prepare, *batches_before])
         for batch in sweep.batches(round):
             batches_before.append(
                 add(
@@ -264,9 +262,9 @@ def workflow_jobs(
                 )
             )
     collect = add("collect_proxies", after=batches_before)
-    fits = {model: add("fit", model, [collect], threads=2) for model in regressors}
+    fits = {model: add("fit", model, [collect]) for model in regressors}
     chosen = fits[regressors[0]]
-    simulate = add("simulate", after=[chosen, prepare], threads=2)
+    simulate = add("simulate", after=[chosen, prepare])
 
     final_threads = final.threads
     names = sweep.final_names()

@@ -8,6 +8,7 @@ and light commands do not pay for importing torch or Lightning.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -61,4 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("regmix: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `regmix plan | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
