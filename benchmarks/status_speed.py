@@ -54,13 +54,13 @@ def fabricate(root: Path, runs: int, per_job: int) -> Path:
         lines = [f"{r}: ok, 80 steps, 327,680 tokens, 21,974 tokens/s, 15.5 s" for r in batch.runs]
         lines = [line for line, r in zip(lines, batch.runs, strict=True) if r in published]
         if batch.runs[len(lines) :] and batch.runs[len(lines)] in running:
-            mark = urlsafe_b64encode(batch_table(batch.name).encode()).decode()
+            mark = urlsafe_b64encode(batch_table(batch.round, batch.name).encode()).decode()
             write(root / ".snakemake/incomplete" / mark, '{"external_jobid": null}')
             lines.append(f"{batch.runs[len(lines)]}: step 40/80, 163,840 tokens, 21,974 tokens/s")
         elif batch.runs[len(lines) :] and batch.runs[len(lines)] in failed:
             lines.append("regmix: error: run stopped at step 40 of 80")
         if lines:
-            write(root / batch_log(batch.name), "\n".join(lines) + "\n")
+            write(root / batch_log(batch.round, batch.name), "\n".join(lines) + "\n")
     return config
 
 

@@ -10,6 +10,7 @@ from regmix.preflight import check_workflow, exit_on_error
 from regmix.sweep import (
     OPTIMUM,
     Sweep,
+    batch_log,
     batch_table,
     final_mixture_path,
     mixtures_path,
@@ -146,12 +147,14 @@ def optimum_in_round(wildcards):
 
 def runs_before_round(wildcards):
     """The batch tables of every round before this one: what its proposal is fitted on."""
-    return [batch_table(b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)]
+    return [
+        batch_table(r, b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)
+    ]
 
 
 def batch_mixtures(wildcards):
     """The mixture table of the round a batch belongs to."""
-    return mixtures_path(SWEEP.batch(wildcards.batch).round)
+    return mixtures_path(wildcards.round)
 
 
 def batch_runs(wildcards):
@@ -160,7 +163,7 @@ def batch_runs(wildcards):
 
 
 def all_batch_tables():
-    return [batch_table(b.name) for b in SWEEP.batches()]
+    return [batch_table(b.round, b.name) for b in SWEEP.batches()]
 
 
 def all_round_mixtures():

@@ -4,7 +4,9 @@
 # in one process, so the ~5 s of torch + Lightning start-up is paid once per batch (1 = one
 # job per mixture, as in the paper). The batch is the wildcard; its declared output is its
 # rows of the runs table. Each run's losses.parquet and run.json are published as soon as
-# that run finishes, so a failed batch never loses the runs it completed.
+# that run finishes, so a failed batch never loses the runs it completed. The round is a
+# wildcard too: under SLURM the profile bundles batches by group, and a group must not span
+# rounds (round 2's mixtures wait on round 1's runs).
 
 
 rule train_proxy:
@@ -12,14 +14,14 @@ rule train_proxy:
         stats=f"{DATA}/stats.parquet",
         mixtures=batch_mixtures,
     output:
-        batch_table("{batch}"),
+        batch_table("{round}", "{batch}"),
     log:
-        "logs/proxy/{batch}.log",
+        batch_log("{round}", "{batch}"),
     benchmark:
-        "results/benchmarks/proxy/{batch}.tsv"
+        "results/benchmarks/proxy/round{round}/{batch}.tsv"
     priority: 10
     group:
-        "proxy"
+        "proxy-round{round}"
     conda:
         "../environment.yml"
     threads: config["proxy"]["resources"]["threads"]

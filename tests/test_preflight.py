@@ -73,7 +73,8 @@ CASES = {
     ),
     "regressor": (
         {"regression": {"model": "gpr"}},
-        "config key regression.model: 'gpr' is not one of ['gp', 'lightgbm', 'linear', 'mixlaw']",
+        "config key regression.model: 'gpr' is not one of "
+        "['gp', 'lightgbm', 'linear', 'mixlaw', 'ensemble']",
     ),
     "compared regressor": (
         {"regression": {"compare": ["linear", "forest"]}},

@@ -31,7 +31,10 @@ def test_slurm_profile_sets_what_a_cluster_run_needs():
     assert profile["retries"] >= 1 and profile["latency-wait"] >= 30
     assert profile["slurm-no-requeue"] is True
     # grouped proxy jobs run one at a time within a submission, so it holds one job's GPUs
-    assert profile["group-components"]["proxy"] > 1
+    proxy_rule = (REPO / "rules" / "proxy.smk").read_text()
+    [group] = profile["group-components"]
+    assert f'"{group}"' in proxy_rule  # the group the proxy rule declares
+    assert profile["group-components"][group] > 1
     assert profile["default-resources"]["group_slot"] == profile["resources"]["group_slot"] == 1
     assert profile["set-resource-scopes"] == {"group_slot": "local"}
 

@@ -153,7 +153,7 @@ def test_every_rule_ran_inside_a_completed_slurm_job(run, cluster):
     for rule, count in run.planned.items():
         ran_in = [j for j in jobs if re.search(rf"rule {rule}:", logs[j["id"]])]
         assert ran_in, f"rule {rule} is in no SLURM job's log"
-        if not ran_in[0]["comment"].startswith("rule_proxy_"):  # not bundled: a job each
+        if not ran_in[0]["comment"].startswith("rule_proxy-round"):  # not bundled: a job each
             assert len(ran_in) == count, (rule, ran_in)
 
 
@@ -163,7 +163,7 @@ def test_a_rounds_proxy_batches_share_one_submission_holding_one_gpu(run, cluste
     assert run.result.returncode == 0, run.result.stderr[-4000:]
     assert run.planned["train_proxy"] == 3
     logs = slurm_logs(run.workdir)
-    bundles = [j for j in cluster.jobs() if j["comment"].startswith("rule_proxy_")]
+    bundles = [j for j in cluster.jobs() if j["comment"].startswith("rule_proxy-round")]
     (first,) = [j for j in bundles if f"batch={FIRST_ROUND_BATCHES[0]}" in logs[j["id"]]]
     assert f"batch={FIRST_ROUND_BATCHES[1]}" in logs[first["id"]]
     assert "batch=run0005-run0006" not in logs[first["id"]]
@@ -185,28 +185,30 @@ def test_a_sweep_stopped_after_round_one_resumes_without_training_it_again(clust
     workdir.mkdir()
     target = "results/proxy/runs.parquet"
     command, env = snakemake_command(cluster, workdir, target)
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    round_one = [workdir / f"results/proxy/batches/{b}.parquet" for b in FIRST_ROUND_BATCHES]
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    round_one = [workdir / f"results/proxy/batches/round1/{b}.parquet" for b in FIRST_ROUND_BATCHES]
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not all(p.is_file() for p in round_one):
             assert process.poll() is None, "the workflow ended before round 1 was trained"
             assert time.monotonic() < deadline, f"round 1 not trained within {TIMEOUT_S} s"
             time.sleep(0.5)
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=120)
+        # To Snakemake itself: `timeout -k` would SIGKILL it 10 s after passing the signal on.
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+        (snakemake_pid,) = map(int, children.split())
+        os.kill(snakemake_pid, signal.SIGTERM)  # Snakemake: finish running jobs, start none
+        process.wait(timeout=300)
     finally:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     trained = {p: p.stat().st_mtime_ns for p in (workdir / "results/proxy").glob("run000[1-4]/*")}
     result = snakemake(cluster, workdir, target)
-    assert result.returncode == 0, result.stderr[-4000:]
+    stopped = first_log.read_text()[-3000:]
+    assert result.returncode == 0, f"{stopped}\n--- resumed ---\n{result.stderr[-3000:]}"
     runs = pd.read_parquet(workdir / target)
     assert list(runs["round"]) == [1, 1, 1, 1, 2, 2] and set(runs["status"]) == {"ok"}
     assert {p: p.stat().st_mtime_ns for p in trained} == trained  # round 1 left as it was

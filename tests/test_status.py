@@ -93,11 +93,11 @@ def mid_sweep(tmp_path: Path) -> Path:
         root, "results/proxy", "run0002", start + 15, 5.0, status="diverged", tokens_per_s=10000.0
     )
     publish(root, "results/proxy", "run0003", start + 10, 10.0, tokens_per_s=30000.0)
-    write(root / "results/proxy/batches/run0001-run0002.parquet", "table")
-    write(root / "logs/proxy/run0001-run0002.log", finished_line("run0001"), start + 15)
+    write(root / "results/proxy/batches/round1/run0001-run0002.parquet", "table")
+    write(root / "logs/proxy/round1/run0001-run0002.log", finished_line("run0001"), start + 15)
     error = "regmix: error: run run0004: training stopped at step 40 of 80"
     write(
-        root / "logs/proxy/run0003-run0004.log",
+        root / "logs/proxy/round1/run0003-run0004.log",
         finished_line("run0003")
         + "Traceback (most recent call last):\n  File ...\n"
         + error
@@ -105,14 +105,14 @@ def mid_sweep(tmp_path: Path) -> Path:
         start + 30,
     )
     hold_locks(root)
-    mark_in_progress(root, "results/proxy/batches/run0005-run0006.parquet", NOW - 100)
+    mark_in_progress(root, "results/proxy/batches/round1/run0005-run0006.parquet", NOW - 100)
     write(
-        root / "logs/proxy/run0005-run0006.log",
+        root / "logs/proxy/round1/run0005-run0006.log",
         "run0005: step 40/80, 163,840 tokens, 21,974 tokens/s, mean validation loss 2.7931\n",
         NOW - 50,
     )
     write(root / "results/checkpoints/proxy/run0005/9610485612f3b8a9/last.ckpt", "state")
-    mark_in_progress(root, "results/proxy/batches/run0007-run0008.parquet", NOW - 100)
+    mark_in_progress(root, "results/proxy/batches/round1/run0007-run0008.parquet", NOW - 100)
     write(root / "results/mixtures/round1.parquet", "table")
     return root
 
@@ -141,7 +141,7 @@ def test_counts_runs_per_state_for_each_round(mid_sweep, tmp_path):
 def test_shows_the_failed_run_with_the_error_line_of_its_log(mid_sweep, tmp_path):
     text = render(snapshot_of(mid_sweep, tmp_path))
     assert (
-        "run0004 (logs/proxy/run0003-run0004.log): "
+        "run0004 (logs/proxy/round1/run0003-run0004.log): "
         "regmix: error: run run0004: training stopped at step 40 of 80"
     ) in text
     assert "diverged: run0002" in text
@@ -188,15 +188,16 @@ def test_parallelism_is_what_runs_now_else_what_ran_at_once():
 def test_without_snakemake_a_fresh_checkpoint_runs_and_a_stale_log_failed(tmp_path):
     root = tmp_path / "work"
     write(root / "results/checkpoints/proxy/run0001/abc/last.ckpt.partial", "state")
-    write(root / "logs/proxy/run0003-run0004.log", "run0003: step 40/80, ...\nKilled\n", NOW - 900)
+    log = "logs/proxy/round1/run0003-run0004.log"
+    write(root / log, "run0003: step 40/80, ...\nKilled\n", NOW - 900)
     found = states(snapshot_of(root, tmp_path))
     assert (found["run0001"], found["run0002"], found["run0003"]) == (RUNNING, PENDING, FAILED)
-    assert "run0003 (logs/proxy/run0003-run0004.log): Killed" in render(snapshot_of(root, tmp_path))
+    assert f"run0003 ({log}): Killed" in render(snapshot_of(root, tmp_path))
 
 
 def test_a_job_marked_in_progress_without_a_running_snakemake_was_interrupted(mid_sweep, tmp_path):
     (mid_sweep / ".snakemake/locks/0.output.lock").unlink()
-    os.utime(mid_sweep / "logs/proxy/run0005-run0006.log", (NOW - 900, NOW - 900))
+    os.utime(mid_sweep / "logs/proxy/round1/run0005-run0006.log", (NOW - 900, NOW - 900))
     os.utime(mid_sweep / "results/checkpoints/proxy/run0005/9610485612f3b8a9/last.ckpt", (1, 1))
     snapshot = snapshot_of(mid_sweep, tmp_path)
     run = next(r for r in snapshot.runs if r.name == "run0005")
@@ -232,8 +233,8 @@ def test_a_kept_slurm_log_tells_why_a_job_failed_before_writing_its_own(mid_swee
 def test_eta_is_unknown_until_a_proxy_has_finished(tmp_path):
     root = tmp_path / "work"
     hold_locks(root)
-    mark_in_progress(root, "results/proxy/batches/run0001-run0002.parquet", NOW - 10)
-    write(root / "logs/proxy/run0001-run0002.log", "", NOW)
+    mark_in_progress(root, "results/proxy/batches/round1/run0001-run0002.parquet", NOW - 10)
+    write(root / "logs/proxy/round1/run0001-run0002.log", "", NOW)
     text = render(snapshot_of(root, tmp_path))
     assert "ETA: unknown, 18 runs left (no proxy run has finished yet)" in text
 
@@ -242,7 +243,7 @@ def test_status_on_an_empty_folder_says_nothing_has_run(tmp_path, capsys):
     assert main(["status", "--directory", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Nothing has run here yet" in out
-    assert "proxy round 1: 64" in out  # the embedded default's plan
+    assert "proxy round 1: 32, proxy round 2: 16, proxy round 3: 15" in out  # the default's plan
 
 
 def test_status_json_holds_the_counts(mid_sweep, tmp_path, capsys):
@@ -265,8 +266,8 @@ def test_status_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
 
 HOLDING_RULE = """
 rule train_proxy:
-    output: "results/proxy/batches/run0001-run0002.parquet"
-    log: "logs/proxy/run0001-run0002.log"
+    output: "results/proxy/batches/round1/run0001-run0002.parquet"
+    log: "logs/proxy/round1/run0001-run0002.log"
     shell: "echo started > {log}; while [ ! -e release ]; do sleep 0.1; done; touch {output}"
 """
 
@@ -282,7 +283,7 @@ def test_a_job_snakemake_is_running_shows_as_running(tmp_path):
     )
     try:
         deadline = time.time() + 120
-        while not (root / "logs/proxy/run0001-run0002.log").is_file():
+        while not (root / "logs/proxy/round1/run0001-run0002.log").is_file():
             assert job.poll() is None and time.time() < deadline, "snakemake did not start the job"
             time.sleep(0.2)
         planned = {"mixtures": {"rounds": [2]}, "proxy": {"proxies_per_job": 2}}
@@ -315,13 +316,17 @@ def test_after_the_tiny_workflow_every_run_is_done(tmp_path):
     assert status.returncode == 0, status.stderr
     shown = subprocess.run([*command, "--json"], capture_output=True, text=True, env=environment())
     stages = json.loads(shown.stdout)["stages"]
-    everything_done = {"done": 6, "running": 0, "queued": 0, "failed": 0, "pending": 0}
-    assert stages["proxy round 1"] == stages["final models"] == everything_done
+
+    def done(n):
+        return {"done": n, "running": 0, "queued": 0, "failed": 0, "pending": 0}
+
+    assert stages["proxy round 1"] == done(4)  # tiny.yaml: rounds [4, 2]
+    assert stages["proxy round 2"] == done(2)
+    assert stages["optimum proxy check"] == done(1)
+    assert stages["final models"] == done(6)
     assert "failed:" not in status.stdout
-    # The rounds layout the rules are moving to also trains the optimum's proxy check and
-    # writes per-round and per-model mixture tables; before it, those read as pending.
-    if (tmp_path / "results/mixtures/round1.parquet").is_file():
-        assert "ETA: done" in status.stdout and "pending" not in status.stdout
+    assert all(counts["pending"] == counts["failed"] == 0 for counts in stages.values())
+    assert "ETA: done" in status.stdout
 
 
 def test_a_local_snakemake_runs_as_many_jobs_as_its_cores_allow(mid_sweep, tmp_path):

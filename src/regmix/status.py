@@ -162,8 +162,8 @@ def planned_jobs(plan: Sweep) -> list[Job]:
     for batch in plan.batches():
         dirs = tuple(layout.proxy_dir(r) for r in batch.runs)
         # A run's own run.json was a declared output before batches had a table; both count.
-        outputs = (layout.batch_table(batch.name), *(f"{d}/run.json" for d in dirs))
-        log = layout.batch_log(batch.name)
+        outputs = (layout.batch_table(batch.round, batch.name), *(f"{d}/run.json" for d in dirs))
+        log = layout.batch_log(batch.round, batch.name)
         jobs.append(Job("proxy", batch.round, batch.name, batch.runs, dirs, outputs, log,
                         "train_proxy", batch.name))  # fmt: skip
     if plan.check_optimum:

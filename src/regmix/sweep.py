@@ -133,13 +133,17 @@ def mixtures_path(round: int) -> str:
     return f"{RESULTS}/mixtures/round{round}.parquet"
 
 
-def batch_table(batch: str) -> str:
-    """The runs-table rows of one batch, written when its job has trained every run."""
-    return f"{RESULTS}/proxy/batches/{batch}.parquet"
+def batch_table(round: int | str, batch: str) -> str:
+    """The runs-table rows of one batch, written when its job has trained every run.
+
+    The round is part of the path so that the SLURM profile can bundle batches of one round
+    into a submission (a group named per round): a bundle spanning rounds would wait on itself.
+    """
+    return f"{RESULTS}/proxy/batches/round{round}/{batch}.parquet"
 
 
-def batch_log(batch: str) -> str:
-    return f"{LOGS}/proxy/{batch}.log"
+def batch_log(round: int | str, batch: str) -> str:
+    return f"{LOGS}/proxy/round{round}/{batch}.log"
 
 
 def proxy_dir(run: str) -> str:
