@@ -8,17 +8,28 @@ For every candidate regressor it prints
   --more-finals: final models of other demos share the final settings, so they are extra
   held-out evidence),
 - the 5-fold CV Spearman on RegMix's 512 published runs (Pile-CC and the mean loss), unless
-  --skip-published. Ensembles are cross-validated honestly: their member weights come from
-  an inner CV inside each outer training fold, which makes them slow on 512 runs.
+  --skip-published;
+- with --proxy-ceiling, the ceiling no regressor can pass: each final model's mixture trained
+  as a proxy (the sweep's own proxy settings, one process per core), and how its measured
+  proxy loss ranks the final models. A ceiling near 1 with a low transfer figure means the
+  regressor's extrapolation loses the ranking, not the change of scale.
+
+Ensembles are cross-validated honestly: their member weights come from an inner CV inside
+each outer training fold, which makes them slow on 512 runs.
 
     python benchmarks/transfer.py results/                       # a finished demo
     python benchmarks/transfer.py results/ --more-finals other/final/runs.parquet
+    python benchmarks/transfer.py results/ --proxy-ceiling --skip-published --models gp
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +40,7 @@ from scipy.stats import spearmanr
 from regmix.mixtures import WEIGHT
 from regmix.regression import cross_validate, cv_metrics, fold_ids, training_data_from
 from regmix.regressors import MODELS, make_model
-from regmix.runs import STATUS_OK
+from regmix.runs import LOSS, STATUS_OK, loss_domains, parse_target
 
 TARGETS_PUBLISHED = ("the_pile_pile_cc", "mean")
 
@@ -73,6 +84,48 @@ def demo_figures(results: Path, more: list[Path], target: str, models: list[str]
         )
 
 
+def _train_as_proxy(job: tuple[str, dict[str, float], dict, str]) -> dict[str, float]:
+    """One mixture trained at proxy scale: its run name and last per-domain losses."""
+    name, weights, settings, data = job
+    import torch
+
+    from regmix.train import train_mixture
+    from regmix.train_config import TrainConfig
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as work:
+        result = train_mixture(data, name, weights, TrainConfig(**settings), work)
+    last = result.losses[result.losses["step"] == result.losses["step"].max()]
+    losses = zip(last["domain"], last["loss"], strict=True)
+    return {"run": name, **{LOSS + domain: float(loss) for domain, loss in losses}}
+
+
+def proxy_ceiling(results: Path, target: str) -> None:
+    """Train every final model's mixture at proxy scale; rank the finals by that loss."""
+    finals = final_runs([results / "final" / "runs.parquet"])
+    first_proxy = sorted((results / "proxy").glob("run*/run.json"))[0]
+    settings = json.loads(first_proxy.read_text())["settings"]
+    columns = [c for c in finals.columns if c.startswith(WEIGHT)]
+    jobs = [
+        (row["run"], {c.removeprefix(WEIGHT): row[c] for c in columns}, settings, results / "data")
+        for row in finals.to_dict("records")
+    ]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+        measured = pd.DataFrame(pool.map(_train_as_proxy, jobs))
+    parsed = parse_target(target, loss_domains(finals))
+    proxy, actual = parsed.values(measured), parsed.values(finals)
+    held = finals["run"].str.startswith("heldout").to_numpy()
+    print(f"\nfinal mixtures trained as proxies ({time.perf_counter() - started:.0f} s)")
+    print(f"{'model':10s} {'proxy':>8s} {'final':>8s}")
+    for i in np.argsort(actual):
+        print(f"{finals['run'].iloc[i]:10s} {proxy[i]:8.4f} {actual[i]:8.4f}")
+    print(
+        "ceiling, Spearman(measured proxy loss, final loss): "
+        f"held-out {spearman(proxy[held], actual[held]):.3f}, all {spearman(proxy, actual):.3f}"
+    )
+
+
 def published_figures(models: list[str]) -> None:
     runs = published_runs()
     print(f"\n5-fold CV Spearman on RegMix's {len(runs)} published runs (same folds per model)")
@@ -95,9 +148,14 @@ def main() -> None:
     parser.add_argument("--target", default="target")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--skip-published", action="store_true")
+    parser.add_argument(
+        "--proxy-ceiling", action="store_true", help="also train the final mixtures as proxies"
+    )
     args = parser.parse_args()
     models = args.models.split(",")
     demo_figures(args.results, args.more_finals, args.target, models)
+    if args.proxy_ceiling:
+        proxy_ceiling(args.results, args.target)
     if not args.skip_published:
         published_figures(models)
 
