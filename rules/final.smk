@@ -90,7 +90,7 @@ rule predict_final:
         "../environment.yml"
     params:
         model=input_folder("model"),
-        code=source_hash("regression", "regressors", "mixtures", "runs"),
+        code=source_hash("regression", "regressors", "simulate", "mixtures", "runs"),
     shell:
         "regmix predict --model {params.model} --mixtures {input.runs} --out {output}"
         " > {log} 2>&1"

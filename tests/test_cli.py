@@ -70,6 +70,22 @@ def test_summarize_names_a_duplicated_final_run_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+def test_summarize_names_a_binary_file_given_as_yaml_in_one_line(tmp_path, capsys):
+    runs = runs_table(dirichlet_weights(2, 2), ["web", "code"], {"web": lambda w: 3 - w[:, 0]})
+    runs["run"] = ["regmix", "prior"]
+    runs.to_parquet(tmp_path / "runs.parquet")
+    predictions = pd.DataFrame({"run": ["regmix", "prior"], "prediction": [3.0, 3.1]})
+    predictions.to_parquet(tmp_path / "predictions.parquet")
+    args = ["summarize", "--runs", str(tmp_path / "runs.parquet"), "--predictions"]
+    args += [str(tmp_path / "predictions.parquet"), "--target", "web"]
+    args += ["--planted", str(tmp_path / "runs.parquet")]  # a parquet file, not planted.yaml
+    args += ["--out", str(tmp_path / "summary.parquet"), "--markdown", str(tmp_path / "s.md")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    expected = "expected a YAML text file, not binary data"
+    assert err == f"regmix: error: {tmp_path / 'runs.parquet'}: {expected}\n"
+
+
 def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
     from regmix.cli.training import _granted_devices
     from regmix.train import TrainConfig

@@ -145,7 +145,20 @@ def test_fitted_model_reloads_and_predicts_reordered_mixture_files(runs_path, tm
     out = predict_mixtures(tmp_path / "model", tmp_path / "x.parquet", tmp_path / "p.parquet")
     expected = model.regressor.predict(mixtures[[WEIGHT + d for d in DOMAINS]].to_numpy())
     np.testing.assert_allclose(out["prediction"], expected)
-    assert list(pd.read_parquet(tmp_path / "p.parquet").columns) == ["run", "prediction"]
+    written = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(written.columns) == ["run", "prediction", "lower", "upper", "inside_support"]
+    assert written[["lower", "upper"]].isna().all().all()  # ridge has no posterior
+
+
+def test_gp_predictions_say_how_sure_and_where_they_extrapolate(runs_path, tmp_path):
+    fit_model(runs_path, "web", "gp", tmp_path / "model", threads=1)
+    trained = pd.read_parquet(runs_path).iloc[[0, 1]][["run", *[WEIGHT + d for d in DOMAINS]]]
+    pure = {WEIGHT + d: [float(d == "code")] for d in DOMAINS}
+    pure = pd.DataFrame({"run": ["pure_code"], **pure})
+    pd.concat([trained, pure]).to_parquet(tmp_path / "x.parquet")
+    out = predict_mixtures(tmp_path / "model", tmp_path / "x.parquet", tmp_path / "p.parquet")
+    assert (out["lower"] < out["prediction"]).all() and (out["prediction"] < out["upper"]).all()
+    assert out["inside_support"].tolist() == [True, True, False]
 
 
 def test_predict_accepts_a_regmix_mixture_csv(runs_path, tmp_path):

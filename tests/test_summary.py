@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from regmix.summary import optimum_check, optimum_lines
+from regmix.summary import optimum_check, optimum_lines, summarize_final
 
 
 def optimum(radius_ratio: float, beyond: dict | None = None) -> dict:
@@ -56,3 +56,38 @@ def test_a_proxy_outside_the_interval_is_flagged(proxy):
     document["predicted_interval"] = {"lower": 1.40, "upper": 1.55, "method": "posterior"}
     text = "\n".join(optimum_lines(optimum_check(document, "target", proxy)))
     assert "**outside** the interval" in text
+
+
+def test_the_final_models_table_gives_intervals_and_marks_extrapolations(tmp_path):
+    runs = pd.DataFrame(
+        {
+            "run": ["regmix", "prior", "heldout01"],
+            "weight.web": [0.6, 0.5, 1.0],
+            "weight.code": [0.4, 0.5, 0.0],
+            "loss.web": [2.0, 2.2, 3.0],
+            "status": "ok",
+        }
+    )
+    runs.to_parquet(tmp_path / "runs.parquet")
+    predictions = pd.DataFrame(
+        {
+            "run": ["regmix", "prior", "heldout01"],
+            "prediction": [2.1, 2.3, 2.5],
+            "lower": [1.9, 2.1, 2.0],
+            "upper": [2.3, 2.5, 3.1],
+            "inside_support": [True, True, False],
+        }
+    )
+    predictions.to_parquet(tmp_path / "predictions.parquet")
+    summarize_final(
+        tmp_path / "runs.parquet",
+        tmp_path / "predictions.parquet",
+        "web",
+        tmp_path / "summary.parquet",
+        tmp_path / "summary.md",
+    )
+    text = (tmp_path / "summary.md").read_text()
+    assert "| `regmix` | regmix | 2.0000 | 2.1000 [1.90 … 2.30] |" in text
+    assert "| `heldout01` | heldout | 3.0000 | 2.5000 [2.00 … 3.10] *extrapolated* |" in text
+    table = pd.read_parquet(tmp_path / "summary.parquet").set_index("run")
+    assert not table.at["heldout01", "predicted_inside_support"]

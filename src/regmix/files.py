@@ -80,5 +80,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise RegmixError(f"{path}: no such file")
     try:
         return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise RegmixError(f"{path}: expected a YAML text file, not binary data") from exc
     except yaml.YAMLError as exc:
         raise RegmixError(f"{path}: not valid YAML ({exc})") from exc

@@ -309,11 +309,28 @@ def predict_mixtures(
     out: str | os.PathLike,
     threads: int | None = None,
 ) -> pd.DataFrame:
-    """`regmix predict`: write `run, prediction` for every mixture in a file."""
+    """`regmix predict`: write `run, prediction, lower, upper, inside_support` for every
+    mixture in a file (see `prediction_bounds`)."""
     model = load_model(model_dir)
     table = read_mixtures(mixtures_path)
     weights = aligned_weights(table, model.domains, str(mixtures_path))
     predictions = model.predict(weights, threads or available_threads())
-    result = pd.DataFrame({"run": table["run"], "prediction": predictions})
+    bounds = prediction_bounds(model, weights)
+    result = pd.DataFrame({"run": table["run"], "prediction": predictions, **bounds})
     write_table(result, out)
     return result
+
+
+def prediction_bounds(model: FittedModel, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """How sure each prediction is: the 95% interval of what a proxy trained on the mixture
+    would measure (`lower`, `upper`; NaN for a regressor without a posterior), and whether
+    the mixture lies inside what the fitted runs cover (`inside_support`, the region that
+    `simulate` guards its optimum with); outside it the prediction is an extrapolation."""
+    from regmix.simulate import Z_95, SimulationConfig, Support
+
+    if hasattr(model.regressor, "predict_interval"):
+        lower, upper = model.regressor.predict_interval(weights, Z_95)
+    else:
+        lower = upper = np.full(len(weights), np.nan)
+    support = Support.of_runs(model.train_weights, SimulationConfig.support_quantile)
+    return {"lower": lower, "upper": upper, "inside_support": support.contains(weights)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,12 @@ from regmix.mixtures import WEIGHT, mixture_domains, read_planted
 from regmix.runs import LOSS, RUN_LOSSES, STATUS_OK, loss_domains, parse_target, read_runs
 
 BASELINES = ("prior", "uniform", "planted")
+BOUNDS = {
+    "lower": "predicted_lower",
+    "upper": "predicted_upper",
+    "inside_support": "predicted_inside_support",
+}
+"""`regmix predict`'s columns on how sure a prediction is → their summary.parquet names."""
 
 
 def kind_of(run: str) -> str:
@@ -53,13 +60,17 @@ def summary_table(
     ok = table["status"] == STATUS_OK
     table["target_loss"] = np.nan
     table.loc[ok, "target_loss"] = target.values(table[ok], "final runs")
-    predicted = predictions.set_index(predictions["run"].astype(str))["prediction"]
-    table["predicted_loss"] = table["run"].map(predicted)
+    by_run = predictions.set_index(predictions["run"].astype(str))
+    table["predicted_loss"] = table["run"].map(by_run["prediction"])
+    for column, name in BOUNDS.items():  # predictions of older versions lack them
+        if column in by_run:
+            table[name] = table["run"].map(by_run[column])
     table.insert(1, "kind", table["run"].map(kind_of))
     if planted is not None:
         weights = table[[WEIGHT + d for d in planted.index]].to_numpy()
         table["l1_to_planted"] = np.abs(weights - planted.to_numpy()).sum(axis=1)
     front = ["run", "kind", "status", "target_loss", "predicted_loss"]
+    front += [name for name in BOUNDS.values() if name in table]
     front += ["l1_to_planted"] if planted is not None else []
     rest = [c for c in table.columns if c not in front]
     return table[front + rest].sort_values("target_loss", na_position="last")
@@ -223,11 +234,18 @@ def markdown(
     if check is not None:
         lines += optimum_lines(check)
     lines += ["## Final models", ""]
-    header = ["model", "kind", "target loss", "predicted"]
+    bounded = "predicted_lower" in table
+    if bounded:
+        lines += [
+            "Predictions are the regressor's, at proxy scale, with their 95% interval; "
+            "*extrapolated* marks a mixture outside what the proxy runs cover.",
+            "",
+        ]
+    header = ["model", "kind", "target loss", "predicted (proxy scale)"]
     header += ["L1 to planted"] if has_planted else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.itertuples(index=False):
-        cells = [f"`{row.run}`", row.kind, _figure(row.target_loss), _figure(row.predicted_loss)]
+        cells = [f"`{row.run}`", row.kind, _figure(row.target_loss), _predicted_cell(row, bounded)]
         cells += [_figure(row.l1_to_planted, 3)] if has_planted else []
         if row.status != STATUS_OK:
             cells[0] += f" ({row.status})"
@@ -243,6 +261,18 @@ def markdown(
         cells = [f"{shown.at[run, WEIGHT + domain]:.3f}" for run in shown.index]
         lines.append(f"| {domain} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _predicted_cell(row: Any, bounded: bool) -> str:
+    cell = _figure(row.predicted_loss)
+    if not bounded or pd.isna(row.predicted_loss):
+        return cell
+    if not pd.isna(row.predicted_lower):
+        cell += f" [{row.predicted_lower:.2f} … {row.predicted_upper:.2f}]"
+    inside = row.predicted_inside_support
+    if not pd.isna(inside) and not inside:
+        cell += " *extrapolated*"
+    return cell
 
 
 def summarize_final(
