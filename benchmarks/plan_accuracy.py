@@ -98,16 +98,18 @@ BENCHMARK_FOLDERS = {
     "regression": "fit",
     "mixtures": "propose_mixtures",
 }
-"""results/benchmarks/<folder>/<wildcard>.tsv; the others are results/benchmarks/<rule>.tsv."""
+"""results/benchmarks/<folder>/[round<r>/]<wildcard>.tsv; the others are
+results/benchmarks/<rule>.tsv."""
 
 
 def benchmark_seconds() -> dict[str, float]:
     """{job name: seconds} from Snakemake's benchmark files."""
     out = {}
-    for path in Path("results/benchmarks").rglob("*.tsv"):
+    root = Path("results/benchmarks")
+    for path in root.rglob("*.tsv"):
         with path.open() as f:
             seconds = float(next(csv.DictReader(f, delimiter="\t"))["s"])
-        rule = BENCHMARK_FOLDERS.get(path.parent.name)
+        rule = BENCHMARK_FOLDERS.get(path.relative_to(root).parts[0])
         if rule is None:
             out[path.stem] = seconds
         elif rule == "train_proxy":  # older batch files joined the runs with `_`

@@ -234,7 +234,7 @@ def markdown(
     if check is not None:
         lines += optimum_lines(check)
     lines += ["## Final models", ""]
-    bounded = "predicted_lower" in table
+    bounded = BOUNDS["lower"] in table
     if bounded:
         lines += [
             "Predictions are the regressor's, at proxy scale, with their 95% interval; "
