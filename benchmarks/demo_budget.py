@@ -32,7 +32,7 @@ import yaml
 from demo_data import prepare_demo_data, regmix
 from scipy.stats import spearmanr
 
-from regmix.runs import LOSS
+from regmix.search.runs import LOSS
 
 DEMO = {
     "model": "demo_proxy",

@@ -31,8 +31,8 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from regmix.plan import plan_workflow
-from regmix.schedule import (
+from regmix.observe.plan import plan_workflow
+from regmix.observe.schedule import (
     AS_READY,
     JOB_OVERHEAD_SECONDS,
     LONGEST_CHAIN,

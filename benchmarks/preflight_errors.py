@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_preflight import CASES, HUGE_FINAL, config_file  # noqa: E402
 from workflow import snakemake  # noqa: E402
 
-from regmix.config import load_config  # noqa: E402
-from regmix.preflight import check_workflow  # noqa: E402
-from regmix.synth import SynthConfig, write_corpus  # noqa: E402
+from regmix.data.synth import SynthConfig, write_corpus  # noqa: E402
+from regmix.workflow.config import load_config  # noqa: E402
+from regmix.workflow.preflight import check_workflow  # noqa: E402
 
 ERROR = re.compile(r"^regmix: error: .*$", re.M)
 

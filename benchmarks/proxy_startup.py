@@ -2,7 +2,7 @@
 
 Prints, from fresh processes (best of a few, single-threaded):
 
-- the import cost of torch, lightning and regmix.train;
+- the import cost of torch, lightning and regmix.training.train;
 - the first optimizer step of a fresh process against a later one;
 - `regmix train-proxy` on 1 and on K runs of a few steps: the fixed cost per process (imports,
   first step, data) and the cost per extra run (Trainer, model, evaluation, writes), and what
@@ -29,7 +29,7 @@ FIRST_STEPS = """
 import time, json
 t0 = time.perf_counter()
 import torch
-from regmix.model import ModelConfig, Transformer, next_token_loss
+from regmix.training.model import ModelConfig, Transformer, next_token_loss
 t1 = time.perf_counter()
 model = Transformer(ModelConfig.from_preset("demo_proxy", 257, max_seq_len=256))
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -68,7 +68,7 @@ def main() -> None:
 
     base = best_of(args.repeats, "-c", "pass")
     print(f"python start-up: {base:.2f} s")
-    for module in ("torch", "lightning", "regmix.train"):
+    for module in ("torch", "lightning", "regmix.training.train"):
         cost = best_of(args.repeats, "-c", f"import {module}") - base
         print(f"import {module}: {cost:.2f} s")
 

@@ -1,7 +1,7 @@
 """Proxy training throughput: tokens/s, model FLOP/s, fraction of matmul peak, Lightning overhead.
 
 For each case (preset, vocabulary, batch, sequence length) the same model, optimizer,
-schedule, gradient clipping and batches (regmix.loader.MixedBatches over random token shards)
+schedule, gradient clipping and batches (regmix.data.loader.MixedBatches over random token shards)
 are trained by a plain PyTorch loop and by regmix's Lightning module and Trainer, in
 alternating trials; the speed ratio is given in wall time and in user CPU time (see `stamp`).
 Model FLOP/s counts 6·N·tokens + causal attention (ModelConfig.flops_per_token) and is set
@@ -34,11 +34,11 @@ import lightning as L
 import numpy as np
 import torch
 
+from regmix.data.loader import MixedBatches
 from regmix.errors import RegmixError
-from regmix.language_modeling import LanguageModeling, TrackerLogging
-from regmix.loader import MixedBatches
-from regmix.model import next_token_loss
-from regmix.tracking import (
+from regmix.training.language_modeling import LanguageModeling, TrackerLogging
+from regmix.training.model import next_token_loss
+from regmix.training.tracking import (
     BACKENDS,
     TrackingConfig,
     build_logger,
@@ -46,7 +46,7 @@ from regmix.tracking import (
     finish_logger,
     hyperparameters,
 )
-from regmix.train import TrainConfig, build_trainer
+from regmix.training.train import TrainConfig, build_trainer
 
 CASES = [
     # preset, vocabulary, batch size, sequence length

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix.mixtures import SamplerConfig
-from regmix.regression import cross_validate, cv_metrics, fit_model, fold_ids, training_data
-from regmix.regressors import DEFAULT_MODEL, MODELS, make_model
-from regmix.runs import write_imported_runs
-from regmix.simulate import SimulationConfig, simulate
+from regmix.search.mixtures import SamplerConfig
+from regmix.search.regression import cross_validate, cv_metrics, fit_model, fold_ids, training_data
+from regmix.search.regressors import DEFAULT_MODEL, MODELS, make_model
+from regmix.search.runs import write_imported_runs
+from regmix.search.simulate import SimulationConfig, simulate
 
 PILE_PRIOR = {  # RegMix's token shares of the Pile's 17 training domains
     "arxiv": 0.113285273,

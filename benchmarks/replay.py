@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix.propose import AcquisitionConfig, propose
-from regmix.regression import training_data_from
-from regmix.runs import STATUS_OK, import_regmix_runs
+from regmix.search.propose import AcquisitionConfig, propose
+from regmix.search.regression import training_data_from
+from regmix.search.runs import STATUS_OK, import_regmix_runs
 
 FIXTURES = Path(
     os.environ.get("REGMIX_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")

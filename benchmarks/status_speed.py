@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from regmix.config import load_config
-from regmix.status import gather, render
-from regmix.sweep import Sweep, batch_log, batch_table, proxy_dir
+from regmix.observe.status import gather, render
+from regmix.workflow.config import load_config
+from regmix.workflow.sweep import Sweep, batch_log, batch_table, proxy_dir
 
 
 def write(path: Path, text: str) -> None:
@@ -92,7 +92,11 @@ def main() -> None:
         in_process = median_seconds(lambda: render(gather(config, root)), args.repeat)
         command = [sys.executable, "-m", "regmix.cli", "status", "-d", str(root)]
         command += ["--configfile", *map(str, configs)] if configs else []
-        imports = [sys.executable, "-c", "import regmix.config, regmix.status, regmix.eta"]
+        imports = [
+            sys.executable,
+            "-c",
+            "import regmix.workflow.config, regmix.observe.status, regmix.observe.eta",
+        ]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         run = lambda cmd: subprocess.run(cmd, env=env, check=True, capture_output=True)  # noqa: E731
         whole = median_seconds(lambda: run(command), args.repeat)

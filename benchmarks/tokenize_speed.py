@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from regmix.corpus import discover, read_documents
-from regmix.prepare import prepare_corpus
-from regmix.synth import SynthConfig, write_corpus
-from regmix.tokenize import train_bpe
+from regmix.data.corpus import discover, read_documents
+from regmix.data.prepare import prepare_corpus
+from regmix.data.synth import SynthConfig, write_corpus
+from regmix.data.tokenize import train_bpe
 
 
 def corpus_megabytes(corpus: Path) -> float:

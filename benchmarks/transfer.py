@@ -37,10 +37,10 @@ import pandas as pd
 from replay import published_runs
 from scipy.stats import spearmanr
 
-from regmix.mixtures import WEIGHT
-from regmix.regression import cross_validate, cv_metrics, fold_ids, training_data_from
-from regmix.regressors import MODELS, make_model
-from regmix.runs import LOSS, STATUS_OK, loss_domains, parse_target
+from regmix.search.mixtures import WEIGHT
+from regmix.search.regression import cross_validate, cv_metrics, fold_ids, training_data_from
+from regmix.search.regressors import MODELS, make_model
+from regmix.search.runs import LOSS, STATUS_OK, loss_domains, parse_target
 
 TARGETS_PUBLISHED = ("the_pile_pile_cc", "mean")
 
@@ -89,8 +89,8 @@ def _train_as_proxy(job: tuple[str, dict[str, float], dict, str]) -> dict[str, f
     name, weights, settings, data = job
     import torch
 
-    from regmix.train import train_mixture
-    from regmix.train_config import TrainConfig
+    from regmix.training.train import train_mixture
+    from regmix.training.train_config import TrainConfig
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as work:

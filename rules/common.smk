@@ -4,10 +4,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from regmix.config import SCHEMA, read_schema, validate
-from regmix.corpus import EXTENSIONS
-from regmix.preflight import check_workflow, exit_on_error
-from regmix.sweep import (
+from regmix.workflow.config import SCHEMA, read_schema, validate
+from regmix.data.corpus import EXTENSIONS
+from regmix.workflow.preflight import check_workflow, exit_on_error
+from regmix.workflow.sweep import (
     OPTIMUM,
     Sweep,
     batch_log,
@@ -17,13 +17,13 @@ from regmix.sweep import (
     optimum_proxy_dir,
     runs_table,
 )
-from regmix.tracking import tracking_settings
-from regmix.train_config import TRAINING_MODULES, training_settings
+from regmix.training.tracking import tracking_settings
+from regmix.training.train_config import TRAINING_MODULES, training_settings
 
 
 def validate_config():
-    """Coerce, validate and fill defaults (regmix.config), then check everything that can be
-    known before training (regmix.preflight). A problem ends the run before any job starts, as
+    """Coerce, validate and fill defaults (regmix.workflow.config), then check everything that can be
+    known before training (regmix.workflow.preflight). A problem ends the run before any job starts, as
     one line naming the key or file (`regmix: error: ...`) and exit status 1.
 
     Snakemake's own validate prints the whole schema; a user needs the key and the problem.
@@ -56,8 +56,8 @@ def source_hash(*modules):
     count: shared plumbing (the CLI parser, file helpers) would re-run every stage on any edit.
     """
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update((SRC / f"{module}.py").read_bytes())
+    for module in modules:  # dotted below regmix: "search.regression"
+        digest.update((SRC / f"{module.replace('.', '/')}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

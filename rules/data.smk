@@ -11,7 +11,7 @@ rule synth_corpus:
     params:
         seed=config["corpus"]["synthetic"]["seed"],
         scale=config["corpus"]["synthetic"]["scale"],
-        code=source_hash("synth"),
+        code=source_hash("data.synth"),
     shell:
         "regmix synth-corpus --out {output.corpus} --seed {params.seed} --scale {params.scale}"
         " > {log} 2>&1"
@@ -39,7 +39,7 @@ rule prepare:
         out=output_folder,
         tokenizer=config["corpus"]["tokenizer"],
         domains=",".join(config["corpus"]["domains"] or []),
-        code=source_hash("corpus", "tokenize", "prepare", "stats"),
+        code=source_hash("data.corpus", "data.tokenize", "data.prepare", "data.stats"),
     shell:
         "regmix prepare --corpus {params.corpus} --out {params.out} --tokenizer {params.tokenizer}"
         " --workers {threads} --domains '{params.domains}'"

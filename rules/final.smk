@@ -17,7 +17,7 @@ rule final_mixture:
         source=final_mixture_source,
         final_tokens=final_tokens(),
         max_epochs=config["mixtures"]["max_epochs"],
-        code=source_hash("mixtures", "stats"),
+        code=source_hash("search.mixtures", "data.stats"),
     shell:
         "regmix final-mixtures --stats {input.stats} --name {wildcards.name} {params.source}"
         " --final-tokens {params.final_tokens} --max-epochs {params.max_epochs}"
@@ -72,7 +72,7 @@ rule collect_final:
     conda:
         "../environment.yml"
     params:
-        code=source_hash("collect", "runs"),
+        code=source_hash("workflow.collect", "search.runs"),
     shell:
         "regmix collect-proxies --mixtures {input.mixtures} --proxy-dir results/final"
         " --out {output} > {log} 2>&1"
@@ -90,7 +90,14 @@ rule predict_final:
         "../environment.yml"
     params:
         model=input_folder("model"),
-        code=source_hash("regression", "regressors", "simulate", "mixtures", "runs"),
+        code=source_hash(
+            "search.predict",
+            "search.regression",
+            "search.regressors",
+            "search.simulate",
+            "search.mixtures",
+            "search.runs",
+        ),
     shell:
         "regmix predict --model {params.model} --mixtures {input.runs} --out {output}"
         " > {log} 2>&1"

@@ -17,7 +17,7 @@ rule sample_mixtures:
         seed=config["mixtures"]["seed"],
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
-        code=source_hash("mixtures", "stats"),
+        code=source_hash("search.mixtures", "data.stats"),
     shell:
         "regmix sample-mixtures --stats {input.stats} --n {params.n} --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
@@ -51,7 +51,14 @@ rule propose_mixtures:
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
         acquisition=as_json(config["acquisition"]),
-        code=source_hash("propose", "regression", "regressors", "mixtures", "runs", "stats"),
+        code=source_hash(
+            "search.propose",
+            "search.regression",
+            "search.regressors",
+            "search.mixtures",
+            "search.runs",
+            "data.stats",
+        ),
     shell:
         "regmix propose --runs {input.runs} --stats {input.stats} --target {params.target:q}"
         " --n {params.n} --round {wildcards.round} {params.with_optimum} --seed {params.seed}"

@@ -54,7 +54,7 @@ rule collect_proxies:
     conda:
         "../environment.yml"
     params:
-        code=source_hash("collect", "runs"),
+        code=source_hash("workflow.collect", "search.runs"),
     shell:
         "regmix collect-proxies --batches {input.batches} --out {output} > {log} 2>&1"
 

@@ -27,7 +27,7 @@ rule fit:
         folds=config["regression"]["folds"],
         seed=config["regression"]["seed"],
         out=output_folder,
-        code=source_hash("regression", "regressors", "runs", "mixtures"),
+        code=source_hash("search.regression", "search.regressors", "search.runs", "search.mixtures"),
     shell:
         "regmix fit --runs {input.runs} --target {params.target:q} --model {wildcards.model}"
         " --folds {params.folds} --seed {params.seed} --threads {threads} --out {params.out}"
@@ -63,7 +63,14 @@ rule simulate:
         local_share=config["simulation"]["local_share"],
         caution=config["simulation"]["caution"],
         guard="" if config["simulation"]["guard"] else "--no-guard",
-        code=source_hash("simulate", "regression", "regressors", "mixtures", "runs", "stats"),
+        code=source_hash(
+            "search.simulate",
+            "search.regression",
+            "search.regressors",
+            "search.mixtures",
+            "search.runs",
+            "data.stats",
+        ),
     shell:
         "regmix simulate --model {params.model} --stats {input.stats}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"

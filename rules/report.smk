@@ -24,7 +24,7 @@ rule summarize:
         target=config["target"],
         planted=planted_argument,
         optimum_proxy=optimum_proxy_argument,
-        code=source_hash("summary", "runs", "mixtures"),
+        code=source_hash("report.summary", "search.runs", "search.mixtures"),
     shell:
         "regmix summarize --runs {input.runs} --predictions {input.predictions}"
         " --target {params.target:q} {params.planted} --metrics {input.metrics}"
@@ -72,7 +72,14 @@ rule report_figures:
         target=config["target"],
         planted=planted_argument,
         out=output_folder,
-        code=source_hash("report", "summary", "regression", "mixtures", "runs", "stats"),
+        code=source_hash(
+            "report.figures",
+            "report.summary",
+            "search.regression",
+            "search.mixtures",
+            "search.runs",
+            "data.stats",
+        ),
     shell:
         "regmix report --proxy-mixtures {input.runs} --stats {input.stats}"
         " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"

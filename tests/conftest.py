@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from regmix.prepare import prepare_corpus
-from regmix.synth import SynthConfig, write_corpus
+from regmix.data.prepare import prepare_corpus
+from regmix.data.synth import SynthConfig, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 

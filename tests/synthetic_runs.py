@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix.mixtures import mixture_table
-from regmix.runs import LOSS, STATUS_OK
+from regmix.search.mixtures import mixture_table
+from regmix.search.runs import LOSS, STATUS_OK
 
 FIXTURES = Path(
     os.environ.get("REGMIX_FIXTURES", Path(__file__).parents[1].parent / "shared" / "fixtures")

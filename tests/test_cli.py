@@ -88,7 +88,7 @@ def test_summarize_names_a_binary_file_given_as_yaml_in_one_line(tmp_path, capsy
 
 def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
     from regmix.cli.training import _granted_devices
-    from regmix.train import TrainConfig
+    from regmix.training.train import TrainConfig
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     with _granted_devices(0, TrainConfig()) as config:
@@ -98,7 +98,7 @@ def test_a_job_granted_no_gpu_trains_on_cpu_even_where_gpus_exist(monkeypatch):
 
 def test_a_job_without_gpu_flag_keeps_its_settings():
     from regmix.cli.training import _granted_devices
-    from regmix.train import TrainConfig
+    from regmix.training.train import TrainConfig
 
     with _granted_devices(None, TrainConfig(accelerator="auto")) as config:
         assert config.accelerator == "auto"

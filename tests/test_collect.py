@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from regmix.cli import main
-from regmix.collect import collect_proxies, join_batches, write_batch_table
+from regmix.data.loader import split_domains
 from regmix.errors import RegmixError
-from regmix.loader import split_domains
-from regmix.mixtures import SamplerConfig, write_proxy_mixtures
-from regmix.train import TrainConfig, train_proxies
+from regmix.search.mixtures import SamplerConfig, write_proxy_mixtures
+from regmix.training.train import TrainConfig, train_proxies
+from regmix.workflow.collect import collect_proxies, join_batches, write_batch_table
 
 CONFIG = TrainConfig(
     model={"n_layer": 1, "n_head": 2, "n_embd": 16, "intermediate_size": 32},

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import write_jsonl
 
-from regmix.corpus import discover, domain_of, read_documents
+from regmix.data.corpus import discover, domain_of, read_documents
 from regmix.errors import RegmixError
 
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from regmix.devices import (
+from regmix.errors import RegmixError
+from regmix.training.devices import (
     VISIBLE,
     Lease,
     gpu_lease,
@@ -20,7 +21,6 @@ from regmix.devices import (
     srun_prefix,
     visible_gpus,
 )
-from regmix.errors import RegmixError
 
 GPUS = ["0", "1", "2", "3"]
 
@@ -131,7 +131,7 @@ def test_damaged_lease_file_is_a_one_line_error_naming_it(tmp_path):
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from regmix.devices import gpu_lease
+    from regmix.training.devices import gpu_lease
     count, hold_s, devices = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3].split(",")
     devices = None if devices == ["visible"] else devices
     with gpu_lease(count, devices, wait_s=60) as ids:

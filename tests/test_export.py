@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from regmix.export import export_hf
-from regmix.model import ModelConfig, Transformer
-from regmix.tokenize import BYTE_EOS, ByteTokenizer
+from regmix.data.tokenize import BYTE_EOS, ByteTokenizer
+from regmix.training.export import export_hf
+from regmix.training.model import ModelConfig, Transformer
 
 
 def _model() -> Transformer:

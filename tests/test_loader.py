@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from regmix.errors import RegmixError
-from regmix.loader import (
+from regmix.data.loader import (
     MixedBatches,
     domain_counts,
     leading_share,
@@ -13,6 +12,7 @@ from regmix.loader import (
     validation_windows,
     vocab_size,
 )
+from regmix.errors import RegmixError
 
 # Each fake domain uses its own token range, so a window's domain can be read off its tokens.
 SHARDS = {

@@ -5,7 +5,7 @@ import pytest
 from regmix.cli import main
 from regmix.errors import RegmixError
 from regmix.files import read_yaml
-from regmix.mixtures import (
+from regmix.search.mixtures import (
     SamplerConfig,
     check_weights,
     domain_caps,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from regmix.errors import RegmixError
-from regmix.model import (
+from regmix.training.model import (
     RMSNorm,
     RotaryEmbedding,
     Transformer,
@@ -13,7 +13,7 @@ from regmix.model import (
     count_parameters,
     next_token_loss,
 )
-from regmix.model_config import PRESETS, ModelConfig
+from regmix.training.model_config import PRESETS, ModelConfig
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=16, intermediate_size=24, vocab_size=50)
 

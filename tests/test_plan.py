@@ -15,15 +15,16 @@ import pytest
 from workflow import TINY
 
 from regmix.cli import main
-from regmix.costs import (
+from regmix.data.tokenize import byte_tokenizer_json
+from regmix.observe.costs import (
     CHECKPOINT_EXTRA_BYTES,
     KEPT_RESULT_BYTES,
     text_bytes,
     tokenizer_json_vocab,
     vocabulary,
 )
-from regmix.plan import jobs_per_stage, plan_dict, plan_workflow
-from regmix.schedule import (
+from regmix.observe.plan import jobs_per_stage, plan_dict, plan_workflow
+from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
     Job,
@@ -31,8 +32,7 @@ from regmix.schedule import (
     peak_checkpoint_bytes,
     simulate_schedule,
 )
-from regmix.step_timing import Shape, StepTiming, measure_steps
-from regmix.tokenize import byte_tokenizer_json
+from regmix.observe.step_timing import Shape, StepTiming, measure_steps
 
 TINY_JOBS = {
     "data": {"synth_corpus": 1, "prepare": 1},

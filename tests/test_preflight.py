@@ -13,9 +13,10 @@ import pytest
 import yaml
 from workflow import REPO, TINY, snakemake
 
-from regmix.config import load_config, merge, read_schema, schema_path, validate
+from regmix.data.tokenize import byte_tokenizer_json
 from regmix.errors import RegmixError
-from regmix.preflight import (
+from regmix.workflow.config import load_config, merge, read_schema, schema_path, validate
+from regmix.workflow.preflight import (
     check_device_split,
     check_training_settings,
     check_workflow,
@@ -24,7 +25,6 @@ from regmix.preflight import (
     exit_on_error,
     rekey,
 )
-from regmix.tokenize import byte_tokenizer_json
 
 # A bad config per issue case: the override merged over tests/config/tiny.yaml, and what the
 # one error line must say. benchmarks/preflight_errors.py times these.

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from conftest import write_jsonl
 
-from regmix.corpus import read_documents
+from regmix.data.corpus import read_documents
+from regmix.data.prepare import prepare_corpus
+from regmix.data.tokenize import BYTE_EOS
 from regmix.errors import RegmixError
-from regmix.prepare import prepare_corpus
-from regmix.tokenize import BYTE_EOS
 
 
 def test_stats_match_shards_and_sidecars(data_dir):

@@ -15,7 +15,7 @@ from workflow import REPO, TINY
 
 from regmix.cli import main
 from regmix.errors import RegmixError
-from regmix.profiles import available_profiles, install_profile, same_files
+from regmix.workflow.profiles import available_profiles, install_profile, same_files
 
 PROFILES = REPO / "profiles"
 
@@ -148,7 +148,7 @@ def test_wheel_carries_the_profiles(tmp_path):
         archive.extractall(site)
     shutil.rmtree(source)
     probe = (
-        "import regmix, regmix.profiles as p, sys; "
+        "import regmix, regmix.workflow.profiles as p, sys; "
         f"assert regmix.__file__.startswith({str(site)!r}), regmix.__file__; "
         f"print(p.install_profile('slurm', {str(tmp_path / 'installed')!r}))"
     )

@@ -7,8 +7,8 @@ from synthetic_runs import dirichlet_weights, runs_table, stats_table
 
 from regmix.cli import main
 from regmix.errors import RegmixError
-from regmix.mixtures import WEIGHT, check_weights, mixture_table
-from regmix.propose import AcquisitionConfig, hellinger, next_run_names, propose
+from regmix.search.mixtures import WEIGHT, check_weights, mixture_table
+from regmix.search.propose import AcquisitionConfig, hellinger, next_run_names, propose
 
 DOMAINS = ["a", "b", "c", "d", "e"]
 BEST = np.array([0.5, 0.3, 0.2, 0.0, 0.0])

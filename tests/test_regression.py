@@ -8,17 +8,17 @@ from synthetic_runs import PILE_LOSSES, PILE_MISSING, PILE_MIXTURES, dirichlet_w
 from regmix.cli import main
 from regmix.cli.regression import FIT_MODELS
 from regmix.errors import RegmixError
-from regmix.mixtures import WEIGHT
-from regmix.regression import (
+from regmix.search.mixtures import WEIGHT
+from regmix.search.predict import predict_mixtures
+from regmix.search.regression import (
     cross_validate,
     cv_metrics,
     fit_model,
     fold_ids,
     load_model,
-    predict_mixtures,
     training_data,
 )
-from regmix.regressors import (
+from regmix.search.regressors import (
     DEFAULT_MODEL,
     MODELS,
     GaussianProcess,
@@ -27,7 +27,7 @@ from regmix.regressors import (
     make_model,
     predict_weights,
 )
-from regmix.runs import STATUS_DIVERGED, import_regmix_runs
+from regmix.search.runs import STATUS_DIVERGED, import_regmix_runs
 
 DOMAINS = ["web", "code", "books", "math"]
 

@@ -5,8 +5,8 @@ from synthetic_runs import PILE_LOSSES, PILE_MISSING, PILE_MIXTURES, dirichlet_w
 
 from regmix.cli import main
 from regmix.errors import RegmixError
-from regmix.mixtures import WEIGHT, weight_columns
-from regmix.runs import (
+from regmix.search.mixtures import WEIGHT, weight_columns
+from regmix.search.runs import (
     LOSS,
     STATUS_DIVERGED,
     STATUS_MISSING,

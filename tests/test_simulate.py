@@ -13,10 +13,10 @@ from synthetic_runs import (
 
 from regmix.cli import main
 from regmix.errors import RegmixError
-from regmix.mixtures import SamplerConfig, check_weights, domain_caps
-from regmix.regression import fit_model
-from regmix.runs import write_imported_runs
-from regmix.simulate import (
+from regmix.search.mixtures import SamplerConfig, check_weights, domain_caps
+from regmix.search.regression import fit_model
+from regmix.search.runs import write_imported_runs
+from regmix.search.simulate import (
     SimulationConfig,
     Support,
     nearest_distance,

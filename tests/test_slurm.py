@@ -216,7 +216,7 @@ def test_a_sweep_stopped_after_round_one_resumes_without_training_it_again(clust
 
 DDP_SCRIPT = r"""
 import json, os, sys
-from regmix.devices import lightning_plugins, relaunch_under_srun
+from regmix.training.devices import lightning_plugins, relaunch_under_srun
 
 relaunch_under_srun(2, 1)  # the batch script becomes `srun` with 2 tasks
 import lightning as L

@@ -16,10 +16,10 @@ import yaml
 from workflow import REPO, environment, snakemake
 
 from regmix.cli import main
-from regmix.config import load_config
-from regmix.eta import flops_ratio, seen_slots
-from regmix.status import DONE, FAILED, PENDING, QUEUED, RUNNING, Run, gather, render
-from regmix.workdir import SnakemakeLog, failure_reason
+from regmix.observe.eta import flops_ratio, seen_slots
+from regmix.observe.status import DONE, FAILED, PENDING, QUEUED, RUNNING, Run, gather, render
+from regmix.workflow.config import load_config
+from regmix.workflow.workdir import SnakemakeLog, failure_reason
 
 NOW = time.time()
 SWEEP = {
@@ -44,7 +44,7 @@ def write(path: Path, text: str, at: float | None = None) -> Path:
 
 
 def publish(root: Path, folder: str, run: str, at: float, wall: float, **fields) -> None:
-    """A run.json with the keys `regmix.train.train_mixture` writes."""
+    """A run.json with the keys `regmix.training.train.train_mixture` writes."""
     record = {
         "run": run,
         "status": "ok",

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from regmix.summary import optimum_check, optimum_lines, summarize_final
+from regmix.report.summary import optimum_check, optimum_lines, summarize_final
 
 
 def optimum(radius_ratio: float, beyond: dict | None = None) -> dict:

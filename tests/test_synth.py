@@ -2,8 +2,8 @@ from collections import Counter
 
 import pandas as pd
 
+from regmix.data.synth import DOMAINS, TARGET, SynthConfig, generate, write_corpus
 from regmix.files import read_yaml
-from regmix.synth import DOMAINS, TARGET, SynthConfig, generate, write_corpus
 
 
 def _char_distribution(texts: list[str]) -> Counter:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from regmix.data.tokenize import BYTE_EOS, ByteTokenizer, HFTokenizer, load_tokenizer, train_bpe
 from regmix.errors import RegmixError
-from regmix.tokenize import BYTE_EOS, ByteTokenizer, HFTokenizer, load_tokenizer, train_bpe
 
 
 def test_byte_tokenizer_ends_every_document_with_eos_and_keeps_utf8_bytes():

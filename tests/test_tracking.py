@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from regmix.cli import main
-from regmix.config import load_config
+from regmix.data.loader import split_domains
 from regmix.errors import RegmixError
-from regmix.loader import split_domains
-from regmix.mixtures import mixture_table
-from regmix.tracking import TrackingConfig, build_logger, tracking_settings, workflow_group
-from regmix.train import TrainConfig, train_mixture, train_proxies
+from regmix.search.mixtures import mixture_table
+from regmix.training.tracking import TrackingConfig, build_logger, tracking_settings, workflow_group
+from regmix.training.train import TrainConfig, train_mixture, train_proxies
+from regmix.workflow.config import load_config
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "intermediate_size": 64}
 CONFIG = TrainConfig(

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from regmix import train
 from regmix.cli import main
+from regmix.data.loader import MixedBatches, open_shards, split_domains
 from regmix.errors import RegmixError
-from regmix.language_modeling import StepBatches, lr_factor
-from regmix.loader import MixedBatches, open_shards, split_domains
-from regmix.mixtures import mixture_table
-from regmix.train import TrainConfig, read_mixture_weights, train_mixture, train_proxies
+from regmix.search.mixtures import mixture_table
+from regmix.training import train
+from regmix.training.language_modeling import StepBatches, lr_factor
+from regmix.training.train import TrainConfig, read_mixture_weights, train_mixture, train_proxies
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "intermediate_size": 64}
 BASE = TrainConfig(

@@ -13,9 +13,9 @@ import yaml
 from snakemake.utils import validate
 from workflow import REPO, snakemake
 
-from regmix.mixtures import check_weights
-from regmix.train import TrainConfig
-from regmix.train_config import training_settings
+from regmix.search.mixtures import check_weights
+from regmix.training.train import TrainConfig
+from regmix.training.train_config import training_settings
 
 pytestmark = pytest.mark.workflow
 

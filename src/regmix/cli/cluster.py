@@ -25,7 +25,7 @@ def add_install_profile(commands: argparse._SubParsersAction) -> None:
 
 
 def _install_profile(args: argparse.Namespace) -> None:
-    from regmix.profiles import default_destination, install_profile
+    from regmix.workflow.profiles import default_destination, install_profile
 
     dest = install_profile(args.name, args.dest, args.force)
     use = args.name if dest == default_destination(args.name) else dest

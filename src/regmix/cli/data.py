@@ -23,7 +23,7 @@ def add_synth_corpus(commands: argparse._SubParsersAction) -> None:
 
 
 def _synth_corpus(args: argparse.Namespace) -> None:
-    from regmix.synth import SynthConfig, write_corpus
+    from regmix.data.synth import SynthConfig, write_corpus
 
     write_corpus(args.out, SynthConfig(seed=args.seed, scale=args.scale))
 
@@ -54,7 +54,7 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from regmix.prepare import prepare_corpus
+    from regmix.data.prepare import prepare_corpus
 
     prepare_corpus(args.corpus, args.out, args.tokenizer, args.workers, args.domains)
 
@@ -77,7 +77,7 @@ def add_sample_mixtures(commands: argparse._SubParsersAction) -> None:
 
 
 def _sample_mixtures(args: argparse.Namespace) -> None:
-    from regmix.mixtures import SamplerConfig, write_proxy_mixtures
+    from regmix.search.mixtures import SamplerConfig, write_proxy_mixtures
 
     config = dataclass_from(SamplerConfig, args.sampler, "--sampler")
     write_proxy_mixtures(
@@ -100,8 +100,8 @@ def add_presets(commands: argparse._SubParsersAction) -> None:
 def _presets(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from regmix.loader import vocab_size
-    from regmix.model_config import PRESETS, ModelConfig
+    from regmix.data.loader import vocab_size
+    from regmix.training.model_config import PRESETS, ModelConfig
 
     vocab = vocab_size(args.data) if args.data is not None else args.vocab
     rows = []

@@ -34,7 +34,7 @@ def add_final_mixtures(commands: argparse._SubParsersAction) -> None:
 def _final_mixtures(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from regmix.mixtures import SamplerConfig, write_final_mixture
+    from regmix.search.mixtures import SamplerConfig, write_final_mixture
 
     sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
     write_final_mixture(
@@ -73,7 +73,7 @@ def add_summarize(commands: argparse._SubParsersAction) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> None:
-    from regmix.summary import summarize_final
+    from regmix.report.summary import summarize_final
 
     verdict = summarize_final(
         args.runs,
@@ -113,7 +113,7 @@ def add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from regmix.report import write_report_figures
+    from regmix.report.figures import write_report_figures
 
     write_report_figures(
         args.proxy_mixtures,

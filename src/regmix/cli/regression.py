@@ -25,7 +25,7 @@ def add_import_runs(commands: argparse._SubParsersAction) -> None:
 
 
 def _import_runs(args: argparse.Namespace) -> None:
-    from regmix.runs import write_imported_runs
+    from regmix.search.runs import write_imported_runs
 
     write_imported_runs(args.mixtures, args.losses, args.out)
 
@@ -39,7 +39,7 @@ FIT_MODELS = {
     "ensemble": "gp + lightgbm, weighted by non-negative least squares on their CV on the "
     "training runs",
 }
-"""`regmix.regression.MODELS`, listed here so that `regmix --help` need not import it."""
+"""`regmix.search.regression.MODELS`, listed here so that `regmix --help` need not import it."""
 
 
 def add_fit(commands: argparse._SubParsersAction) -> None:
@@ -69,8 +69,8 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
-    from regmix.regression import CV_FILE, fit_model
-    from regmix.runs import status_counts
+    from regmix.search.regression import CV_FILE, fit_model
+    from regmix.search.runs import status_counts
 
     metrics = fit_model(
         args.runs, args.target, args.model, args.out, args.folds, args.seed, args.threads
@@ -92,7 +92,7 @@ def _fit(args: argparse.Namespace) -> None:
     )
     if args.plot is not None:
         from regmix.files import read_table
-        from regmix.report import plot_cv
+        from regmix.report.figures import plot_cv
 
         plot_cv(read_table(args.out / CV_FILE), metrics, args.plot)
 
@@ -112,7 +112,7 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from regmix.regression import predict_mixtures
+    from regmix.search.predict import predict_mixtures
 
     predict_mixtures(args.model, args.mixtures, args.out, args.threads)
 
@@ -174,8 +174,8 @@ def add_simulate(commands: argparse._SubParsersAction) -> None:
 def _simulate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from regmix.mixtures import SamplerConfig
-    from regmix.simulate import (
+    from regmix.search.mixtures import SamplerConfig
+    from regmix.search.simulate import (
         SimulationConfig,
         simulate,
         summary_line,
@@ -203,7 +203,7 @@ def _simulate(args: argparse.Namespace) -> None:
     if args.plot is not None:
         import pandas as pd
 
-        from regmix.report import plot_optimum
+        from regmix.report.figures import plot_optimum
 
         title = f"{result.report['model']} optimum for {result.report['target']}"
         optimum = pd.Series(result.optimum, index=result.domains)
@@ -252,9 +252,9 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
 def _propose(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
-    from regmix.mixtures import SamplerConfig
     from regmix.parallel import available_threads
-    from regmix.propose import AcquisitionConfig, write_proposal
+    from regmix.search.mixtures import SamplerConfig
+    from regmix.search.propose import AcquisitionConfig, write_proposal
 
     config = dataclass_from(AcquisitionConfig, args.acquisition, "--acquisition")
     sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")

@@ -42,9 +42,9 @@ def add_status(commands: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from regmix.config import load_config
     from regmix.errors import RegmixError
-    from regmix.status import gather, render
+    from regmix.observe.status import gather, render
+    from regmix.workflow.config import load_config
 
     if not args.directory.is_dir():
         raise RegmixError(f"--directory {args.directory}: no such folder")

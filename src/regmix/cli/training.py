@@ -61,7 +61,7 @@ def add_tracking_argument(p: argparse.ArgumentParser) -> None:
 
 def _tracking_config(args: argparse.Namespace):
     """The tracker settings, checked (and the backend's package found) before training starts."""
-    from regmix.tracking import TrackingConfig, check_installed
+    from regmix.training.tracking import TrackingConfig, check_installed
 
     tracking = TrackingConfig.from_dict(args.tracking, "--tracking")
     check_installed(tracking.backend)
@@ -80,7 +80,7 @@ def add_gpus_argument(p: argparse.ArgumentParser) -> None:
 
 def _train_proxy(args: argparse.Namespace) -> None:
     _use_threads(args.threads)
-    from regmix.train import TrainConfig, train_proxies
+    from regmix.training.train import TrainConfig, train_proxies
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
     tracking = _tracking_config(args)
@@ -89,7 +89,7 @@ def _train_proxy(args: argparse.Namespace) -> None:
             args.data, args.mixtures, args.runs, config, args.out, args.work, tracking=tracking
         )
     if args.table is not None:
-        from regmix.collect import write_batch_table
+        from regmix.workflow.collect import write_batch_table
 
         write_batch_table(args.mixtures, args.runs, args.out, args.table)
 
@@ -99,7 +99,7 @@ def _granted_devices(gpus: int | None, config):
     """Train on exactly the GPUs the job was granted (none: CPU), holding their lease."""
     from dataclasses import replace
 
-    from regmix.devices import VISIBLE, gpu_lease
+    from regmix.training.devices import VISIBLE, gpu_lease
 
     if gpus is None:
         yield config
@@ -150,7 +150,7 @@ def add_collect_proxies(commands: argparse._SubParsersAction) -> None:
 
 
 def _collect_proxies(args: argparse.Namespace) -> None:
-    from regmix.collect import collect_proxies, join_batches
+    from regmix.workflow.collect import collect_proxies, join_batches
 
     if args.batches:
         join_batches(args.batches, args.out)
@@ -182,13 +182,13 @@ def add_train_final(commands: argparse._SubParsersAction) -> None:
 
 
 def _train_final(args: argparse.Namespace) -> None:
-    from regmix.devices import relaunch_under_srun
+    from regmix.training.devices import relaunch_under_srun
 
     # Under SLURM a multi-GPU job starts one task per GPU with srun, as Lightning expects;
     # this returns only in the process that should train.
     relaunch_under_srun(args.gpus or 0, args.threads)
     _use_threads(args.threads)
-    from regmix.train import TrainConfig, train_final
+    from regmix.training.train import TrainConfig, train_final
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
     tracking = _tracking_config(args)

@@ -1,0 +1,439 @@
+"""`regmix plan`: what the current configuration will cost, before anything runs.
+
+Jobs per stage (from the same `Sweep` the rules read), training tokens and FLOPs of the proxy
+and final runs, disk for token shards, checkpoints and exported models, and an estimate of the
+wall time on this machine: a few real training steps of each configured shape are timed
+(`regmix.observe.step_timing`) and the workflow's jobs are scheduled on the cores in a simulation
+(`regmix.observe.schedule`). With a GPU throughput figure it also gives the GPU-hours of training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from regmix.errors import RegmixError
+from regmix.observe.costs import (
+    KEPT_RESULT_BYTES,
+    CorpusTokens,
+    RunCost,
+    Vocabulary,
+    corpus_tokens,
+    run_cost,
+    vocabulary,
+)
+from regmix.observe.schedule import (
+    AS_READY,
+    LONGEST_CHAIN,
+    PROCESS_START_SECONDS,
+    RUN_OVERHEAD_SECONDS,
+    SIMULATED_CANDIDATES,
+    SMALL_JOB_SECONDS,
+    STAGES,
+    Job,
+    RunTime,
+    Slot,
+    makespan,
+    peak_checkpoint_bytes,
+    simulate_schedule,
+    stage_spans,
+    workflow_jobs,
+)
+from regmix.observe.step_timing import Shape, StepTiming, measure_steps
+from regmix.workflow.config import REPO, load_config
+from regmix.workflow.preflight import check_workflow
+from regmix.workflow.sweep import Sweep
+
+
+@dataclass(frozen=True)
+class Section:
+    """The training runs of one section (proxy or final) and what they compute in all."""
+
+    name: str
+    cost: RunCost
+    runs: int
+
+    @property
+    def tokens(self) -> int:
+        return self.runs * self.cost.tokens
+
+    @property
+    def flops(self) -> float:
+        return self.runs * self.cost.flops
+
+    @property
+    def eval_flops(self) -> float:
+        return self.runs * self.cost.eval_flops
+
+
+@dataclass(frozen=True)
+class DiskItem:
+    what: str
+    bytes: int
+    note: str
+
+
+@dataclass
+class Plan:
+    """Everything `regmix plan` prints."""
+
+    configfiles: list[str]
+    directory: Path
+    cores: int
+    sweep: Sweep
+    synthetic: bool
+    regressors: list[str]
+    vocab: Vocabulary
+    corpus: CorpusTokens
+    proxy: Section
+    final: Section
+    jobs: list[Job]
+    disk: list[DiskItem] = field(default_factory=list)
+    timings: dict[str, StepTiming] | None = None
+    slots: list[Slot] | None = None
+    """The jobs scheduled as they become ready: Snakemake's way among rules of equal priority."""
+    slots_prioritized: list[Slot] | None = None
+    """The jobs scheduled longest chain first: what rule priorities along the chain would do."""
+    run_times: dict[str, RunTime] | None = None
+    """Seconds per proxy and final run and per training process, from the timings."""
+    load: float | None = None
+    """The 1-minute load average when the steps were timed."""
+    gpu_tokens_per_s: float | None = None
+
+    @property
+    def gpu_hours(self) -> float | None:
+        if not self.gpu_tokens_per_s:
+            return None
+        return (self.proxy.tokens + self.final.tokens) / self.gpu_tokens_per_s / 3600
+
+
+def plan_workflow(
+    configfiles: Sequence[str | os.PathLike] = (),
+    directory: str | os.PathLike = ".",
+    cores: int | None = None,
+    gpu_tokens_per_s: float | None = None,
+    measure: bool = True,
+    workflow_dir: str | os.PathLike | None = None,
+    baselines_wait_for_optimum: bool = False,
+    timings: dict[str, StepTiming] | None = None,
+) -> Plan:
+    """The plan of the workflow run in `directory` with the config Snakemake would see.
+
+    With `measure`, the proxy and final shapes' steps are timed here, unless `timings` gives
+    them ('proxy' and 'final': e.g. figures from another machine). `baselines_wait_for_optimum`
+    models the older layout in which all final mixtures were drawn in one job after the
+    simulation (for checking estimates against such runs).
+    """
+    config = load_config(configfiles, workflow_dir or REPO)
+    directory = Path(directory)
+    check_workflow(config, directory)  # the mistakes Snakemake would stop on, in its words
+    cores = cores or os.cpu_count() or 1
+    if cores < 1:
+        raise RegmixError(f"--cores: must be >= 1, got {cores}")
+    if gpu_tokens_per_s is not None and gpu_tokens_per_s <= 0:
+        raise RegmixError(f"--gpu-tokens-per-s: must be > 0, got {gpu_tokens_per_s}")
+    corpus_path = config["corpus"]["path"]
+    synthetic = not corpus_path
+    planted = synthetic or (directory / corpus_path / "planted.yaml").is_file()
+    sweep = Sweep.from_config(config, planted=planted)
+    vocab = vocabulary(config["corpus"]["tokenizer"], directory)
+    corpus = corpus_tokens(config, directory, vocab)
+    proxy = Section(
+        "proxy",
+        run_cost("proxy", config["proxy"], vocab.size, corpus.valid),
+        len(sweep.runs()) + int(sweep.check_optimum),
+    )
+    final = Section(
+        "final",
+        run_cost("final", config["final"], vocab.size, corpus.valid),
+        len(sweep.final_names()),
+    )
+    chosen = config["regression"]["model"]
+    regressors = [chosen, *(m for m in config["regression"]["compare"] if m != chosen)]
+    plan = Plan(
+        [str(f) for f in configfiles],
+        directory,
+        cores,
+        sweep,
+        synthetic,
+        regressors,
+        vocab,
+        corpus,
+        proxy,
+        final,
+        jobs=[],
+        gpu_tokens_per_s=gpu_tokens_per_s,
+    )
+    if timings is not None:
+        plan.timings = dict(timings)
+    elif measure:
+        plan.load = os.getloadavg()[0]
+        shapes = [Shape.of("proxy", proxy.cost, cores), Shape.of("final", final.cost, cores)]
+        plan.timings = measure_steps(shapes)
+    if plan.timings is not None:
+        imports = max(t.import_seconds for t in plan.timings.values())
+        plan.run_times = {
+            name: RunTime.of(
+                section.cost,
+                _with_imports(plan.timings[name], imports),
+                exports=name == "final",
+            )
+            for name, section in (("proxy", proxy), ("final", final))
+        }
+    small = dict(SMALL_JOB_SECONDS)
+    simulation = config["simulation"]
+    small["simulate"] *= max(
+        1.0, simulation["candidates"] * (1 + simulation["bootstrap"]) / SIMULATED_CANDIDATES
+    )
+    plan.jobs = workflow_jobs(
+        sweep,
+        synthetic,
+        regressors,
+        proxy.cost,
+        final.cost,
+        plan.run_times,
+        small,
+        baselines_wait_for_optimum,
+    )
+    if plan.run_times is not None:
+        plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
+        plan.slots_prioritized = simulate_schedule(plan.jobs, cores, LONGEST_CHAIN)
+    plan.disk = disk_items(plan)
+    return plan
+
+
+def _with_imports(timing: StepTiming, imports: float) -> StepTiming:
+    return replace(timing, import_seconds=imports)
+
+
+def disk_items(plan: Plan) -> list[DiskItem]:
+    """What the run writes: the lasting files, and the checkpoints' peak while it runs."""
+    items = []
+    corpus = plan.corpus
+    if plan.synthetic:
+        items.append(
+            DiskItem("synthetic corpus", corpus.generated_bytes, "text it generates (estimate)")
+        )
+    shard = plan.vocab.token_bytes
+    how = "counted by prepare" if corpus.exact else "estimate"
+    items.append(
+        DiskItem(
+            "token shards", corpus.total * shard, f"{corpus.total:,} tokens × {shard} B, {how}"
+        )
+    )
+    proxy, final = plan.proxy.cost, plan.final.cost
+    if plan.slots is not None:
+        peak = peak_checkpoint_bytes(plan.slots)
+        note = "runs in flight at once in the schedule; each deleted when its run ends"
+    else:
+        workers = plan.cores // max(1, min(proxy.threads, final.threads))
+        peak = workers * max(proxy.checkpoint_bytes, final.checkpoint_bytes)
+        note = f"at most {workers} runs in flight; each deleted when its run ends"
+    items.append(DiskItem("checkpoints (peak)", peak, note))
+    runs = plan.proxy.runs + plan.final.runs
+    items.append(
+        DiskItem("kept results", 2 * runs * KEPT_RESULT_BYTES, f"{runs} runs, published and kept")
+    )
+    exports = plan.final.runs * final.export_bytes
+    items.append(
+        DiskItem(
+            "exported models",
+            2 * exports,
+            f"{plan.final.runs} × {_size(final.export_bytes)} fp32 safetensors, twice: "
+            "results/final/*/hf and the kept copy in results/checkpoints/final",
+        )
+    )
+    return items
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _count(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _clock(seconds: float) -> str:
+    """m:ss, h:mm:ss, or days (`12d`) once it is past 99 hours."""
+    seconds = round(seconds)
+    if seconds >= 100 * 3600:
+        return f"{seconds / 86400:,.0f}d"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _model_name(cost: RunCost) -> str:
+    model = cost.train.model
+    return model if isinstance(model, str) else "custom shape"
+
+
+def jobs_per_stage(jobs: Sequence[Job]) -> dict[str, dict[str, int]]:
+    """{stage: {rule: jobs}}, stages in STAGES order, rules in DAG order."""
+    stages: dict[str, dict[str, int]] = {stage: {} for stage in [*STAGES, "other"]}
+    for job in jobs:
+        rules = stages[job.stage]
+        rules[job.rule] = rules.get(job.rule, 0) + 1
+    return {stage: rules for stage, rules in stages.items() if rules}
+
+
+def render_text(plan: Plan) -> str:
+    """The plan as a person reads it."""
+    sweep = plan.sweep
+    configs = ", ".join(["config/config.yaml", *plan.configfiles])
+    lines = [f"regmix plan: {configs}; working directory {plan.directory}; {plan.cores} cores", ""]
+    rounds = " + ".join(str(n) for n in sweep.rounds)
+    check = "on" if sweep.check_optimum else "off"
+    lines.append(
+        f"sweep: {sweep.n_rounds} round(s) of {rounds} proxy runs in {len(sweep.batches())} jobs "
+        f"of up to {sweep.proxies_per_job}; optimum proxy check {check}; "
+        f"{len(sweep.final_names())} final models ({', '.join(sweep.final_names())})"
+    )
+    lines += ["", "jobs per stage"]
+    stages = jobs_per_stage(plan.jobs)
+    for stage, rules in stages.items():
+        detail = ", ".join(f"{rule} {n}" for rule, n in rules.items())
+        lines.append(f"  {stage:14s}{sum(rules.values()):5d}   {detail}")
+    lines.append(f"  {'all':14s}{len(plan.jobs):5d}")
+
+    lines += ["", f"compute (vocabulary {plan.vocab.size:,}: {plan.vocab.source})"]
+    lines.append(
+        f"  {'':8s}{'model':>14s}{'params':>9s}{'runs':>6s}{'tokens/run':>12s}"
+        f"{'tokens':>9s}{'train FLOPs':>13s}{'eval FLOPs':>12s}"
+    )
+    for section in (plan.proxy, plan.final):
+        cost = section.cost
+        lines.append(
+            f"  {section.name:8s}{_model_name(cost):>14s}{_count(cost.model.total_params):>9s}"
+            f"{section.runs:6d}{_count(cost.tokens):>12s}{_count(section.tokens):>9s}"
+            f"{section.flops:13.2e}{section.eval_flops:12.2e}"
+        )
+    total_tokens = plan.proxy.tokens + plan.final.tokens
+    total_flops = plan.proxy.flops + plan.final.flops
+    eval_flops = plan.proxy.eval_flops + plan.final.eval_flops
+    lines.append(
+        f"  {'total':8s}{'':41s}{_count(total_tokens):>9s}{total_flops:13.2e}{eval_flops:12.2e}"
+    )
+
+    lines += ["", f"disk (corpus: {plan.corpus.source})"]
+    for item in plan.disk:
+        lines.append(f"  {item.what:20s}{_size(item.bytes):>10s}   {item.note}")
+    lasting = sum(i.bytes for i in plan.disk if not i.what.startswith("checkpoints"))
+    peak = sum(i.bytes for i in plan.disk)
+    lines.append(f"  {'total':20s}{_size(lasting):>10s}   at the end; {_size(peak)} at the peak")
+
+    lines.append("")
+    if plan.slots is None or plan.timings is None:
+        lines.append("wall time: not estimated (--no-measure)")
+    else:
+        lines.append(f"wall time on this machine ({plan.cores} cores, simulated schedule)")
+        for name, timing in plan.timings.items():
+            tokens_per_s = getattr(plan, name).cost.train.tokens_per_step / timing.step_seconds
+            lines.append(
+                f"  {name} step {timing.step_seconds:.3f} s ({tokens_per_s:,.0f} tokens/s; "
+                f"{timing.how})"
+            )
+        imports = max(t.import_seconds for t in plan.timings.values())
+        lines.append(
+            f"  per training process: {imports:.1f} s of imports (measured) + first step + "
+            f"{PROCESS_START_SECONDS} s; per run {RUN_OVERHEAD_SECONDS} s; jobs that do not "
+            "train: the demo's figures"
+        )
+        for section in (plan.proxy, plan.final):
+            if section.cost.gpus and plan.timings[section.name].device == "cpu":
+                lines.append(
+                    f"  note: {section.name} jobs get {section.cost.gpus} GPU(s) but this "
+                    "machine has none: they would train on its CPUs, as timed here"
+                )
+        if plan.proxy.cost.gpus or plan.final.cost.gpus:
+            lines.append("  note: the schedule shares out cores only, not GPUs")
+        if plan.load is not None and plan.load > 0.5:
+            lines.append(
+                f"  note: the load average was {plan.load:.1f} while timing; other processes "
+                "on the cores inflate these figures"
+            )
+        lines.append(
+            f"  {'stage':14s}{'jobs':>6s}{'start':>13s}{'end':>13s}{'span':>13s}{'core-time':>13s}"
+        )
+        for span in stage_spans(plan.slots):
+            lines.append(
+                f"  {span.stage:14s}{span.jobs:6d}{_clock(span.start):>13s}{_clock(span.end):>13s}"
+                f"{_clock(span.span):>13s}{_clock(span.core_seconds):>13s}"
+            )
+        lines.append(
+            f"  {'total':14s}{len(plan.slots):6d}{'':26s}{_clock(makespan(plan.slots)):>13s}"
+        )
+        lines.append(
+            "  (jobs started as they become ready, as Snakemake does among rules of equal "
+            "priority; started longest chain first, as priorities along the proxy-to-optimum "
+            f"chain would make it: {_clock(makespan(plan.slots_prioritized))})"
+        )
+    if plan.gpu_hours is not None:
+        lines += [
+            "",
+            f"GPU-hours at {plan.gpu_tokens_per_s:,.0f} tokens/s per GPU: {plan.gpu_hours:,.2f} "
+            f"({_count(total_tokens)} proxy and final training tokens only; no evaluation, "
+            "start-up or idle time)",
+        ]
+    return "\n".join(lines)
+
+
+def plan_dict(plan: Plan) -> dict:
+    """The plan as plain data (`regmix plan --json`)."""
+
+    def section(s: Section) -> dict:
+        cost = s.cost
+        return {
+            "model": cost.train.model,
+            "params": cost.model.total_params,
+            "non_embedding_params": cost.model.non_embedding_params,
+            "runs": s.runs,
+            "tokens_per_run": cost.tokens,
+            "tokens": s.tokens,
+            "flops": s.flops,
+            "eval_flops": s.eval_flops,
+            "evaluations_per_run": cost.evaluations,
+            "checkpoint_bytes": cost.checkpoint_bytes,
+            "threads": cost.threads,
+        }
+
+    out: dict = {
+        "configfiles": plan.configfiles,
+        "directory": str(plan.directory),
+        "cores": plan.cores,
+        "rounds": list(plan.sweep.rounds),
+        "batches": len(plan.sweep.batches()),
+        "final_models": plan.sweep.final_names(),
+        "jobs": jobs_per_stage(plan.jobs),
+        "vocab": asdict(plan.vocab),
+        "corpus": {
+            "tokens": plan.corpus.total,
+            "exact": plan.corpus.exact,
+            "source": plan.corpus.source,
+        },
+        "proxy": section(plan.proxy),
+        "final": section(plan.final),
+        "disk": [asdict(item) for item in plan.disk],
+        "gpu_tokens_per_s": plan.gpu_tokens_per_s,
+        "gpu_hours": plan.gpu_hours,
+    }
+    if plan.slots is not None and plan.timings is not None:
+        out["timings"] = {name: asdict(t) for name, t in plan.timings.items()}
+        out["run_times"] = {name: asdict(t) for name, t in (plan.run_times or {}).items()}
+        out["load_average"] = plan.load
+        out["stages"] = [{**asdict(span), "span": span.span} for span in stage_spans(plan.slots)]
+        out["wall_seconds"] = makespan(plan.slots)
+        out["wall_seconds_prioritized"] = makespan(plan.slots_prioritized)
+    return out

@@ -1,0 +1,263 @@
+"""Regress a target loss on mixture weights: cross-validation, and the fitted-model folder
+that `predict`, `simulate` and `propose` load. The models themselves are in
+`regmix.search.regressors`.
+
+Hyper-parameters are chosen on the runs a model is fitted on and nowhere else, so under
+`cross_validate` each fold tunes on its own training runs and the out-of-fold figures are
+honest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regmix import __version__
+from regmix.errors import RegmixError
+from regmix.files import atomic_path, read_table, write_json, write_table
+from regmix.parallel import available_threads, parallel_map
+from regmix.search.mixtures import (
+    WEIGHT,
+    mixture_domains,
+    mixture_table,
+)
+from regmix.search.regressors import DEFAULT_MODEL, Regressor, make_model, predict_weights
+from regmix.search.runs import (
+    Target,
+    loss_domains,
+    parse_target,
+    read_runs,
+    status_counts,
+    usable_runs,
+)
+
+MODEL_FILE = "model.joblib"
+SPEC_FILE = "model.json"
+TRAIN_FILE = "train.parquet"
+CV_FILE = "cv.parquet"
+METRICS_FILE = "metrics.json"
+
+# --- cross-validation -----------------------------------------------------------------------
+
+
+def fold_ids(n_runs: int, folds: int, seed: int) -> np.ndarray:
+    """Which fold holds out each run; the same (n_runs, folds, seed) gives the same folds for
+    every model, so their CV figures compare like with like."""
+    from sklearn.model_selection import KFold
+
+    if folds < 2:
+        raise RegmixError(f"--folds: need at least 2 (got {folds})")
+    if n_runs < folds:
+        raise RegmixError(f"{n_runs} usable run(s) cannot be split into {folds} folds")
+    ids = np.empty(n_runs, dtype=int)
+    for fold, (_, held_out) in enumerate(
+        KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n_runs))
+    ):
+        ids[held_out] = fold
+    return ids
+
+
+def cross_validate(
+    model: Regressor, weights: np.ndarray, target: np.ndarray, folds: np.ndarray, threads: int = 1
+) -> np.ndarray:
+    """Out-of-fold predictions: each fold is predicted by a fresh model fitted on the others."""
+
+    def held_out_predictions(fold: int) -> tuple[np.ndarray, np.ndarray]:
+        train, test = folds != fold, folds == fold
+        fitted = model.unfitted().fit(weights[train], target[train])
+        return test, fitted.predict(weights[test])
+
+    predictions = np.empty(len(target))
+    for test, predicted in parallel_map(held_out_predictions, sorted(set(folds.tolist())), threads):
+        predictions[test] = predicted
+    return predictions
+
+
+def cv_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """Spearman (what ranking mixtures needs), Pearson and MSE of out-of-fold predictions."""
+    from scipy.stats import pearsonr, spearmanr
+
+    def finite(value: float) -> float | None:
+        return float(value) if np.isfinite(value) else None
+
+    constant = np.ptp(predicted) == 0 or np.ptp(actual) == 0
+    return {
+        "spearman": None if constant else finite(spearmanr(actual, predicted).statistic),
+        "pearson": None if constant else finite(pearsonr(actual, predicted).statistic),
+        "mse": finite(np.mean((predicted - actual) ** 2)),
+    }
+
+
+# --- fitting and the model folder -----------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """The usable runs of a runs table, reduced to what a regressor sees."""
+
+    runs: list[str]
+    domains: list[str]
+    weights: np.ndarray
+    target: np.ndarray
+    excluded: dict[str, int]
+    """Runs left out, counted by status."""
+
+
+def training_data(runs_path: str | os.PathLike, target: str) -> tuple[TrainingData, Target]:
+    """Read a runs table, keep the runs with status ok, and compute the target for them."""
+    return training_data_from(read_runs(runs_path), target, str(runs_path))
+
+
+def training_data_from(
+    runs: pd.DataFrame, target: str, source: str = "runs"
+) -> tuple[TrainingData, Target]:
+    """The usable runs of a runs table (status ok) and the target computed for them."""
+    parsed = parse_target(target, loss_domains(runs), source)
+    usable, excluded = usable_runs(runs)
+    if usable.empty:
+        raise RegmixError(f"{source}: no run has status 'ok' ({status_counts(excluded)})")
+    domains = mixture_domains(runs)
+    data = TrainingData(
+        runs=usable["run"].tolist(),
+        domains=domains,
+        weights=usable[[WEIGHT + d for d in domains]].to_numpy(dtype=float),
+        target=parsed.values(usable, source),
+        excluded={str(k): int(v) for k, v in excluded.items()},
+    )
+    return data, parsed
+
+
+@dataclass
+class FittedModel:
+    """A fitted regressor with what it was fitted on: the folder `regmix fit` writes."""
+
+    regressor: Regressor
+    spec: dict[str, Any]
+    train: pd.DataFrame
+    """`run`, `weight.<domain>`..., `target` of the runs it was fitted on."""
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.spec["domains"])
+
+    @cached_property
+    def train_weights(self) -> np.ndarray:
+        return self.train[[WEIGHT + d for d in self.domains]].to_numpy(dtype=float)
+
+    def predict(self, weights: np.ndarray, threads: int = 1) -> np.ndarray:
+        return predict_weights(self.regressor, weights, threads)
+
+
+def _versions() -> dict[str, str]:
+    import lightgbm
+    import scipy
+    import sklearn
+
+    return {
+        "regmix": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "lightgbm": lightgbm.__version__,
+    }
+
+
+def fit_model(
+    runs_path: str | os.PathLike,
+    target: str,
+    model: str = DEFAULT_MODEL,
+    out: str | os.PathLike = "results/regression",
+    folds: int = 5,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """`regmix fit`: cross-validate, fit on all usable runs, write the model folder; returns
+    the metrics. Everything is computed before anything is written."""
+    import joblib
+
+    threads = threads or available_threads()
+    data, parsed = training_data(runs_path, target)
+    regressor = make_model(model, seed)
+    ids = fold_ids(len(data.runs), folds, seed)
+
+    started = time.perf_counter()
+    oof = cross_validate(regressor, data.weights, data.target, ids, threads)
+    cv_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    regressor.fit(data.weights, data.target)
+    fit_seconds = time.perf_counter() - started
+
+    metrics = {
+        "model": model,
+        "target": parsed.text,
+        **cv_metrics(data.target, oof),
+        "n_runs": len(data.runs),
+        "n_excluded": sum(data.excluded.values()),
+        "excluded": data.excluded,
+        "folds": folds,
+        "seed": seed,
+        "target_weights": parsed.weights,
+        "hyperparameters": regressor.hyperparameters(),
+        "cv_seconds": round(cv_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    spec = {
+        "model": model,
+        "summary": regressor.summary,
+        "target": parsed.text,
+        "target_weights": parsed.weights,
+        "domains": data.domains,
+        "n_runs": len(data.runs),
+        "seed": seed,
+        "versions": _versions(),
+    }
+    train = mixture_table(data.runs, data.domains, data.weights)
+    train["target"] = data.target
+    cv = pd.DataFrame({"run": data.runs, "fold": ids, "actual": data.target, "prediction": oof})
+
+    out = Path(out)
+    with atomic_path(out / MODEL_FILE) as tmp:
+        joblib.dump(regressor, tmp)
+    write_table(train, out / TRAIN_FILE)
+    write_table(cv, out / CV_FILE)
+    write_json(spec, out / SPEC_FILE)
+    write_json(metrics, out / METRICS_FILE)
+    return metrics
+
+
+def load_model(model_dir: str | os.PathLike) -> FittedModel:
+    """Load a folder written by `fit_model`, failing in one line if it is not one."""
+    import joblib
+
+    model_dir = Path(model_dir)
+    for name in (MODEL_FILE, SPEC_FILE, TRAIN_FILE):
+        if not (model_dir / name).is_file():
+            raise RegmixError(f"{model_dir}: not a fitted model folder (no {name}; run regmix fit)")
+    spec = json.loads((model_dir / SPEC_FILE).read_text())
+    built_with = spec.get("versions", {})
+    now = _versions()
+    for package in ("scikit-learn", "lightgbm"):
+        if built_with.get(package) not in (None, now[package]):
+            print(
+                f"regmix: warning: {model_dir} was fitted with {package} {built_with[package]}, "
+                f"loading with {now[package]}",
+                file=sys.stderr,
+            )
+    try:
+        regressor = joblib.load(model_dir / MODEL_FILE)
+    except Exception as exc:  # unpickling raises anything from EOFError to AttributeError
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise RegmixError(f"{model_dir / MODEL_FILE}: cannot load ({reason})") from exc
+    train = read_table(model_dir / TRAIN_FILE)
+    return FittedModel(regressor, spec, train)

@@ -1,0 +1,446 @@
+"""Checks run while Snakemake parses the workflow, so that every mistake that can be known before
+training stops the run in one line, within seconds, before any job starts.
+
+`check_workflow` takes the validated config (regmix.workflow.config: types, ranges, enums,
+defaults) and checks what the schema cannot: the corpus and its domains (listed, never read),
+the target, the tokenizer, the model shapes, how batches split over the devices, the regression
+and simulation sizes, and, when the token counts of the configured corpus are already on disk,
+whether the repetition caps can meet the final budget. Without those counts the caps are
+checked by the mixture rules, which every training job waits for.
+
+It imports no torch: the parse runs again inside every cluster job.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from regmix.errors import RegmixError
+from regmix.training.model_config import PRESET_ALIASES, PRESETS, ModelConfig
+from regmix.training.train_config import TrainConfig, training_settings
+
+DATA = Path("results/data")
+SYNTHETIC_CORPUS = Path("results/corpus")
+TRAINING_SECTIONS = ("proxy", "final")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "intermediate_size")
+"""The fields a model shape must give; the rest of ModelConfig has defaults."""
+MAX_BPE_VOCAB = 1_000_000
+MIN_BPE_VOCAB = 258  # 256 bytes, the end-of-text token, and at least one merge
+
+
+@dataclass(frozen=True)
+class CorpusDomains:
+    """The domains the prepared data will hold (after `corpus.domains`), by split."""
+
+    train: list[str]
+    valid: list[str]
+    files: list[Path]
+    """The corpus files listed (empty for the synthetic corpus, which a rule generates)."""
+
+
+def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
+    """Raise RegmixError (one line naming the key or file) on the first problem found.
+
+    `config` is the validated config (regmix.workflow.config.validate); its relative paths are
+    relative to `workdir`, Snakemake's working directory, as in the rules.
+    """
+    workdir = Path(workdir)
+    corpus = corpus_domains(config["corpus"], workdir)
+    check_tokenizer(config["corpus"]["tokenizer"], workdir)
+    check_target(config["target"], corpus.valid)
+    for section in TRAINING_SECTIONS:
+        check_training_settings(config[section], section)
+        check_device_split(config[section], section)
+    check_sampler(config["mixtures"])
+    check_regression(config["regression"], config["mixtures"]["rounds"])
+    check_simulation(config["simulation"])
+    stats = current_stats(config["corpus"], workdir, corpus)
+    if stats is not None:
+        check_caps(config, stats)
+        check_windows(config, stats)
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a RegmixError into `regmix: error: <line>` on stderr and exit status 1.
+
+    For the Snakefile: Snakemake lets a SystemExit raised while it parses the workflow end the
+    process as it is (no traceback, in dry and real runs, with or without --profile), whereas
+    any other exception is printed as a WorkflowError with its file, line and stack.
+    """
+    try:
+        yield
+    except RegmixError as error:
+        print(f"regmix: error: {one_line(str(error))}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- the corpus ---------------------------------------------------------------------------------
+
+
+def corpus_domains(corpus: Mapping, workdir: Path) -> CorpusDomains:
+    """The train and valid domains of the configured corpus after `corpus.domains`.
+
+    The synthetic corpus is not generated here: its domains are fixed by regmix.data.synth. A
+    user's corpus is listed (file names only) with the reader's own naming rules.
+    """
+    if corpus["path"] is None:
+        from regmix.data.synth import DOMAINS, TARGET
+
+        train = [spec.name for spec in DOMAINS]
+        found = CorpusDomains(train, [*train, TARGET], [])
+        where = "the synthetic corpus"
+    else:
+        found = list_corpus(workdir / corpus["path"])
+        where = corpus["path"]
+    return restrict_domains(found, corpus["domains"], where)
+
+
+def list_corpus(path: Path) -> CorpusDomains:
+    from regmix.data.corpus import discover
+
+    try:
+        files = discover(path)
+    except RegmixError as error:
+        raise RegmixError(f"config key corpus.path: {error}") from None
+    train = sorted({f.domain for f in files if f.split == "train"})
+    valid = sorted({f.domain for f in files if f.split == "valid"})
+    return CorpusDomains(train, valid, [f.path for f in files])
+
+
+def restrict_domains(found: CorpusDomains, domains: list[str] | None, where: str) -> CorpusDomains:
+    """`corpus.domains` keeps only the listed domains, in both splits (as `regmix prepare`)."""
+    if domains is None:
+        return found
+    known = sorted({*found.train, *found.valid})
+    for domain in domains:
+        if domain not in known:
+            raise RegmixError(
+                f"config key corpus.domains: {where} has no files for domain {domain!r} "
+                f"(domains: {', '.join(known)}){suggestion(domain, known)}"
+            )
+    kept = CorpusDomains(
+        [d for d in found.train if d in domains],
+        [d for d in found.valid if d in domains],
+        found.files,
+    )
+    if not kept.train:
+        raise RegmixError(
+            f"config key corpus.domains: none of {', '.join(domains)} has train data in {where} "
+            f"(train domains: {', '.join(found.train)})"
+        )
+    return kept
+
+
+def suggestion(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+# --- the tokenizer and the target ---------------------------------------------------------------
+
+
+def check_tokenizer(spec: str, workdir: Path) -> None:
+    """`byte`, `bpe:<vocab>` with a sane vocabulary, or a loadable tokenizer.json."""
+    if spec == "byte":
+        return
+    if spec.startswith("bpe:"):
+        vocab = spec.removeprefix("bpe:")
+        if not vocab.isdigit() or not MIN_BPE_VOCAB <= int(vocab) <= MAX_BPE_VOCAB:
+            raise RegmixError(
+                f"config key corpus.tokenizer: {spec!r}: expected bpe:<vocab size> with "
+                f"{MIN_BPE_VOCAB} <= vocab size <= {MAX_BPE_VOCAB:,}, e.g. bpe:8192"
+            )
+        return
+    path = workdir / spec
+    if not path.is_file():
+        raise RegmixError(
+            f"config key corpus.tokenizer: {spec}: tokenizer file does not exist (expected "
+            "byte, bpe:<vocab size> or the path of a tokenizer.json)"
+        )
+    from regmix.data.tokenize import HFTokenizer
+
+    try:
+        HFTokenizer(path)
+    except RegmixError as error:
+        raise RegmixError(f"config key corpus.tokenizer: {error}") from None
+
+
+def check_target(target: str, valid: list[str]) -> None:
+    """Every domain a (plain or weighted) target names has validation data."""
+    from regmix.search.runs import LOSS, parse_target
+
+    if not valid:
+        raise RegmixError("config key target: the corpus has no validation data (valid/)")
+    if target.strip() != "mean":
+        for part in target.split(","):
+            name = part.partition(":")[0].strip().removeprefix(LOSS)
+            if name not in valid:
+                where = "" if name == target.strip() else f"{target!r}: "
+                raise RegmixError(
+                    f"config key target: {where}domain {name!r} has no validation data in the "
+                    f"corpus (validation domains: {', '.join(valid)}){suggestion(name, valid)}"
+                )
+    try:
+        parse_target(target, valid)
+    except RegmixError as error:
+        raise RegmixError(f"config key target: {str(error).removeprefix('target ')}") from None
+
+
+# --- training settings and devices --------------------------------------------------------------
+
+
+def train_config(section: Mapping) -> TrainConfig:
+    """The section's TrainConfig (its workflow-only keys, such as resources, left out)."""
+    return TrainConfig(**training_settings(section))
+
+
+def check_training_settings(section: Mapping, name: str) -> None:
+    """The model preset or shape, and every TrainConfig rule (micro-batches, lr, ...)."""
+    check_model(section["model"], f"{name}.model")
+    try:
+        train_config(section)
+    except RegmixError as error:
+        raise RegmixError(rekey(str(error), name)) from None
+
+
+def check_model(model: str | Mapping, key: str) -> None:
+    if isinstance(model, str):
+        if PRESET_ALIASES.get(model, model) not in PRESETS:
+            presets = list(PRESETS)
+            raise RegmixError(
+                f"config key {key}: unknown preset {model!r} (expected one of: "
+                f"{', '.join(presets)}; or a mapping of {', '.join(SHAPE_FIELDS)})"
+                f"{suggestion(model, presets)}"
+            )
+        return
+    allowed = [f.name for f in fields(ModelConfig)]
+    for field in model:
+        if field not in allowed:
+            raise RegmixError(
+                f"config key {key}: unknown shape field {field!r} (expected: "
+                f"{', '.join(allowed)}){suggestion(field, allowed)}"
+            )
+    for field in SHAPE_FIELDS:
+        if field not in model:
+            raise RegmixError(
+                f"config key {key}: a shape needs {field} (and {', '.join(SHAPE_FIELDS)})"
+            )
+    for field, value in model.items():
+        number = (int, float) if field in ("rope_base", "norm_eps") else (int,)
+        if isinstance(value, bool) or not isinstance(value, number):
+            expected = "a number" if float in number else "an integer"
+            raise RegmixError(f"config key {key}.{field}: expected {expected}, got {value!r}")
+
+
+def rekey(message: str, section: str) -> str:
+    """`train.micro_batch_size: ...` (TrainConfig) → `config key proxy.micro_batch_size: ...`."""
+    match = re.match(r"(train|model)(?:\.(\w+))?: (.*)", message, re.DOTALL)
+    if match is None:
+        return f"config key {section}: {message}"
+    kind, field, rest = match.groups()
+    key = section + (".model" if kind == "model" else "") + (f".{field}" if field else "")
+    return f"config key {key}: {rest}"
+
+
+def device_count(section: Mapping) -> int | None:
+    """How many processes a job of this section trains with: the GPUs it asks for, else the
+    CPU `devices`; None when Lightning decides (devices 'auto' or -1)."""
+    gpus = section["resources"]["gpu"]
+    if gpus >= 1:
+        return gpus
+    devices = section["devices"]
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    return devices if isinstance(devices, int) and devices >= 1 else None
+
+
+def check_device_split(section: Mapping, name: str) -> None:
+    """The batch splits evenly over the job's devices and the micro-batch divides each share.
+
+    A job trains on exactly the GPUs it asks for (`resources.gpu`), so `devices` and
+    `accelerator` must agree with that count or be left at their defaults.
+    """
+    gpus = section["resources"]["gpu"]
+    accelerator, devices = section["accelerator"], section["devices"]
+    if accelerator not in ACCELERATORS:
+        raise RegmixError(
+            f"config key {name}.accelerator: {accelerator!r} (expected one of: "
+            f"{', '.join(ACCELERATORS)})"
+        )
+    if gpus == 0 and accelerator in ("gpu", "cuda", "mps"):
+        raise RegmixError(
+            f"config key {name}.accelerator: {accelerator!r} needs {name}.resources.gpu >= 1 "
+            "(a job that asks for no GPU trains on the CPU)"
+        )
+    if gpus >= 1 and accelerator == "cpu":
+        raise RegmixError(
+            f"config key {name}.accelerator: 'cpu', but {name}.resources.gpu asks for {gpus} "
+            "GPU(s); set resources.gpu to 0 to train on the CPU"
+        )
+    if devices not in (1, "1", "auto") and not re.fullmatch(r"-1|[1-9]\d*", str(devices)):
+        raise RegmixError(
+            f"config key {name}.devices: {devices!r} (expected a count >= 1, -1 or auto)"
+        )
+    if gpus >= 1 and devices not in (1, "1", "auto", -1, "-1") and int(devices) != gpus:
+        raise RegmixError(
+            f"config key {name}.devices: {devices}, but {name}.resources.gpu asks for {gpus} "
+            f"GPU(s) and a job trains on the GPUs it is granted; set devices to {gpus} or 1"
+        )
+    world = device_count(section)
+    if world is None or world == 1:
+        return
+    batch, micro = section["batch_size"], section["micro_batch_size"]
+    source = f"{name}.resources.gpu" if gpus >= 1 else f"{name}.devices"
+    if batch % world:
+        raise RegmixError(
+            f"config key {name}.batch_size: {batch} windows do not split over {world} devices "
+            f"({source}); expected a multiple of {world}"
+        )
+    share = batch // world
+    if micro is not None and (micro > share or share % micro):
+        raise RegmixError(
+            f"config key {name}.micro_batch_size: {micro} does not divide the per-device batch "
+            f"({batch} windows over {world} devices = {share})"
+        )
+
+
+# --- sampler, regression, simulation ------------------------------------------------------------
+
+
+def check_sampler(mixtures: Mapping) -> None:
+    from regmix.search.mixtures import SamplerConfig
+
+    names = {f.name for f in fields(SamplerConfig)}
+    try:
+        SamplerConfig(**{k: v for k, v in mixtures.items() if k in names})
+    except RegmixError as error:
+        raise RegmixError(f"config key {error}") from None
+
+
+def check_regression(regression: Mapping, rounds: list[int]) -> None:
+    """Cross-validation needs at least as many proxy runs as folds."""
+    runs = sum(rounds)
+    if regression["folds"] > runs:
+        raise RegmixError(
+            f"config key regression.folds: {regression['folds']} folds need at least "
+            f"{regression['folds']} proxy runs (mixtures.rounds gives {runs})"
+        )
+
+
+def check_simulation(simulation: Mapping) -> None:
+    if simulation["top_k"] > simulation["candidates"]:
+        raise RegmixError(
+            f"config key simulation.top_k: {simulation['top_k']} is more than the "
+            f"{simulation['candidates']} candidates (simulation.candidates)"
+        )
+
+
+# --- checks on the token counts, when they are on disk ------------------------------------------
+
+
+def current_stats(corpus: Mapping, workdir: Path, domains: CorpusDomains) -> Path | None:
+    """`results/data/stats.parquet` when it was prepared from the corpus, domains and
+    tokenizer now configured (else None: the prepare rule will write new counts).
+
+    Stale counts must never fail a run that the next `prepare` would make feasible, so any
+    doubt means None: a corpus file newer than the counts, other domains, another tokenizer,
+    or a synthetic corpus whose recorded seed and scale differ from the config (or are not
+    recorded).
+    """
+    stats = workdir / DATA / "stats.parquet"
+    if not stats.is_file():
+        return None
+    made = stats.stat().st_mtime
+    if any(path.stat().st_mtime > made for path in domains.files):
+        return None
+    if corpus["path"] is None and not _synthetic_corpus_matches(corpus, workdir, made):
+        return None
+    prepared = {split: _shard_domains(workdir / DATA / split) for split in ("train", "valid")}
+    if prepared != {"train": sorted(domains.train), "valid": sorted(domains.valid)}:
+        return None
+    sidecar = workdir / DATA / "train" / f"{domains.train[0]}.json"
+    if not _same_tokenizer(corpus["tokenizer"], sidecar, workdir):
+        return None
+    return stats
+
+
+def _shard_domains(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.bin"))
+
+
+def _synthetic_corpus_matches(corpus: Mapping, workdir: Path, made: float) -> bool:
+    from regmix.files import read_yaml
+
+    planted = workdir / SYNTHETIC_CORPUS / "planted.yaml"
+    if not planted.is_file() or planted.stat().st_mtime > made:
+        return False
+    recorded = read_yaml(planted) or {}
+    synthetic = corpus["synthetic"]
+    return recorded.get("seed") == synthetic["seed"] and recorded.get("scale") == float(
+        synthetic["scale"]
+    )
+
+
+def _same_tokenizer(spec: str, sidecar: Path, workdir: Path) -> bool:
+    """Whether the shards were tokenized with `spec` (their sidecar records its fingerprint)."""
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    if spec == "byte":
+        return recorded.get("tokenizer") == "byte-v1"
+    if spec.startswith("bpe:"):
+        trained = str(recorded.get("tokenizer", "")).startswith("sha256:")
+        return trained and recorded.get("vocab_size") == int(spec.removeprefix("bpe:"))
+    digest = hashlib.sha256((workdir / spec).read_bytes()).hexdigest()[:16]
+    return recorded.get("tokenizer") == f"sha256:{digest}"
+
+
+def check_caps(config: Mapping, stats: Path) -> None:
+    """The per-domain repetition caps leave room for the final model's token budget."""
+    from regmix.data.stats import read_stats, train_tokens
+    from regmix.search.mixtures import domain_caps
+
+    final = config["final"]
+    final_tokens = final["steps"] * final["batch_size"] * final["seq_len"]
+    try:
+        domain_caps(train_tokens(read_stats(stats)), final_tokens, config["mixtures"]["max_epochs"])
+    except RegmixError as error:
+        message = str(error).removeprefix("mixtures: ")
+        raise RegmixError(
+            f"config key mixtures.max_epochs: {message} (final.steps × final.batch_size × "
+            f"final.seq_len; token counts from {DATA / 'stats.parquet'})"
+        ) from None
+
+
+def check_windows(config: Mapping, stats: Path) -> None:
+    """Every domain holds at least one window of each training section's seq_len + 1 tokens:
+    validation windows for every valid domain, training windows for every train domain."""
+    from regmix.data.stats import read_stats
+
+    table = read_stats(stats)
+    for section in TRAINING_SECTIONS:
+        window = config[section]["seq_len"] + 1
+        short = table[table["tokens"] < window]
+        if not short.empty:
+            row = short.sort_values(["split", "domain"]).iloc[0]
+            raise RegmixError(
+                f"config key {section}.seq_len: {row['split']} domain {row['domain']!r} has "
+                f"{row['tokens']:,} tokens, fewer than one window of {window} "
+                f"(token counts from {DATA / 'stats.parquet'})"
+            )
