@@ -4,7 +4,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from regmix.workflow.config import SCHEMA, read_schema, validate
+from regmix.workflow.config import RENAMED, SCHEMA, read_renamed, read_schema, validate
 from regmix.data.corpus import EXTENSIONS
 from regmix.workflow.preflight import check_workflow, exit_on_error
 from regmix.workflow.sweep import (
@@ -22,14 +22,15 @@ from regmix.training.train_config import TRAINING_MODULES, training_settings
 
 
 def validate_config():
-    """Coerce, validate and fill defaults (regmix.workflow.config), then check everything that can be
-    known before training (regmix.workflow.preflight). A problem ends the run before any job starts, as
-    one line naming the key or file (`regmix: error: ...`) and exit status 1.
+    """Coerce, validate and fill defaults (regmix.workflow.config), then check everything that
+    can be known before training (regmix.workflow.preflight). A problem ends the run before any
+    job starts, as one line naming the key or file (`regmix: error: ...`) and exit status 1.
 
     Snakemake's own validate prints the whole schema; a user needs the key and the problem.
     """
     with exit_on_error():
-        validate(config, read_schema(Path(workflow.basedir) / SCHEMA))
+        basedir = Path(workflow.basedir)
+        validate(config, read_schema(basedir / SCHEMA), read_renamed(basedir / RENAMED))
         check_workflow(config, Path.cwd())
 
 

@@ -142,7 +142,9 @@ def test_attention_flops_grow_linearly_with_sequence_length():
 
 
 def test_matches_hugging_face_llama_with_renamed_weights():
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip(
+        "transformers", reason="optional extra: pip install -e '.[hf]'"
+    )
     torch.manual_seed(0)
     model = Transformer(TINY)
     hf_config = transformers.LlamaConfig(

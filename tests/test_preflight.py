@@ -15,7 +15,14 @@ from workflow import REPO, TINY, snakemake
 
 from regmix.data.tokenize import byte_tokenizer_json
 from regmix.errors import RegmixError
-from regmix.workflow.config import load_config, merge, read_schema, schema_path, validate
+from regmix.workflow.config import (
+    load_config,
+    merge,
+    read_renamed,
+    read_schema,
+    schema_path,
+    validate,
+)
 from regmix.workflow.preflight import (
     check_device_split,
     check_training_settings,
@@ -84,7 +91,12 @@ CASES = {
         {"regression": {"folds": 8}},
         "config key regression.folds: 8 folds need at least 8 proxy runs (mixtures.rounds gives 6)",
     ),
+    "renamed key": (
+        {"mixtures": {"n": 32}},
+        "config key mixtures.n: no longer read; write `mixtures.rounds: [32]` instead",
+    ),
 }
+SCHEMA_CASES = ("regressor", "compared regressor", "renamed key")
 
 TRAINING_OUTPUTS = ("results/proxy", "results/final", "results/checkpoints", "logs/proxy")
 TRAINING_JOB = re.compile(r"^\s*(local)?rule (train_proxy|train_final|train_optimum)", re.M)
@@ -96,7 +108,8 @@ def tiny(overrides: dict | None = None) -> dict:
     config = load_config([TINY])
     if overrides:
         merge(config, copy.deepcopy(overrides))
-        validate(config, read_schema(schema_path()))
+        schema = schema_path()
+        validate(config, read_schema(schema), read_renamed(schema.with_name("renamed.yaml")))
     return config
 
 
@@ -114,7 +127,7 @@ def test_the_tiny_and_embedded_configs_pass(tmp_path):
     check_workflow(load_config(), tmp_path)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c not in ("regressor", "compared regressor")])
+@pytest.mark.parametrize("case", [c for c in CASES if c not in SCHEMA_CASES])
 def test_each_bad_case_raises_one_line_naming_its_key(tmp_path, case):
     overrides, expected = CASES[case]
     message = error_of(tiny(overrides), tmp_path)
@@ -122,8 +135,8 @@ def test_each_bad_case_raises_one_line_naming_its_key(tmp_path, case):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("case", ["regressor", "compared regressor"])
-def test_an_unknown_regressor_is_rejected_by_the_schema_with_its_choices(case):
+@pytest.mark.parametrize("case", SCHEMA_CASES)
+def test_the_schema_and_the_renamed_keys_reject_before_the_checks(case):
     overrides, expected = CASES[case]
     with pytest.raises(RegmixError, match=re.escape(expected)):
         tiny(overrides)
@@ -376,6 +389,10 @@ def test_a_real_run_stops_at_parse_time_in_one_line(tmp_path, case):
 @pytest.mark.workflow
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_a_dry_run_and_a_profile_stop_the_same_way(tmp_path, profile):
+    if profile == "slurm":
+        pytest.importorskip(
+            "snakemake_executor_plugin_slurm", reason="optional extra: pip install -e '.[slurm]'"
+        )
     overrides, expected = CASES["proxy preset"]
     config = config_file(tmp_path, overrides)
     dry = snakemake(tmp_path, "--dry-run", config=config)

@@ -35,6 +35,7 @@ CONFIG = TrainConfig(
     checkpoint_every=4,
 )
 RUNS = ("legal_heavy", "uniform")
+EXTRA = "optional extra: pip install -e '.[{}]'"
 GROUP = "target-0123abcd"
 TRAIN_STEPS = [2, 4, 6, 8, 10, 12]  # log_every=2
 EVAL_STEPS = [4, 8, 12]
@@ -150,7 +151,7 @@ def test_csv_tracker_has_one_folder_per_run_with_weights_and_losses(data_dir, mi
 
 def read_tensorboard(folder: Path) -> tuple[dict[tuple[int, str], float], dict]:
     """Scalars and hyper-parameters through TensorBoard's own event reader."""
-    pytest.importorskip("tensorboard")
+    pytest.importorskip("tensorboard", reason=EXTRA.format("tensorboard"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -170,7 +171,7 @@ def read_tensorboard(folder: Path) -> tuple[dict[tuple[int, str], float], dict]:
 
 
 def test_tensorboard_tracker_has_events_and_hparams_per_run(data_dir, mixtures, tmp_path):
-    pytest.importorskip("tensorboard")
+    pytest.importorskip("tensorboard", reason=EXTRA.format("tensorboard"))
     results = train(data_dir, mixtures, "tensorboard", tmp_path, kind="final")
     group = tmp_path / "tracking" / "tensorboard" / GROUP / "final"
     assert sorted(p.name for p in group.iterdir()) == sorted(RUNS)
@@ -191,7 +192,7 @@ def test_tensorboard_tracker_has_events_and_hparams_per_run(data_dir, mixtures, 
 
 def mlflow_runs(root: Path):
     """The MLflow client on the file store, and the group's runs by name."""
-    pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow", reason=EXTRA.format("mlflow"))
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"file:{(root / 'tracking' / 'mlflow').resolve()}")
@@ -212,7 +213,7 @@ def mlflow_metrics(client, run) -> dict[tuple[int, str], list[float]]:
 def test_mlflow_tracker_has_one_run_per_model_in_the_group_experiment(
     data_dir, mixtures, tmp_path, monkeypatch
 ):
-    pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow", reason=EXTRA.format("mlflow"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = train(data_dir, mixtures, "mlflow", tmp_path)
     client, runs = mlflow_runs(tmp_path)
@@ -240,7 +241,7 @@ def test_a_killed_run_resumes_into_the_same_tracker_run(
     """Killed at step 6 after the checkpoint at step 4, then resumed: one tracker run whose
     history has every step once (MLflow keeps the retrained step's second value too)."""
     if backend != "csv":
-        pytest.importorskip(backend)
+        pytest.importorskip(backend, reason=EXTRA.format(backend))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run, weights, config = (
         "legal_heavy",

@@ -24,6 +24,8 @@ from regmix.files import read_yaml
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = "config/schema.yaml"
+RENAMED = "config/renamed.yaml"
+"""Keys earlier versions read, with what replaced them (beside the schema)."""
 DEFAULT_CONFIG = "config/config.yaml"
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -40,6 +42,30 @@ def read_schema(path: str | os.PathLike) -> dict:
     if not isinstance(schema, dict):
         raise RegmixError(f"{path}: not a schema")
     return schema
+
+
+def read_renamed(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """The table of renamed keys: `{dotted key: {use: ..., why: ...}}`; empty if absent."""
+    path = Path(path)
+    table = read_yaml(path) if path.is_file() else {}
+    if not isinstance(table, dict) or not all(
+        isinstance(entry, dict) and "use" in entry for entry in table.values()
+    ):
+        raise RegmixError(f"{path}: expected a mapping of dotted keys to {{use: ..., why: ...}}")
+    return table
+
+
+def check_renamed(config: Mapping, renamed: Mapping[str, Mapping[str, str]]) -> None:
+    """Raise one line naming the first renamed key the config still sets, and what to write."""
+    for dotted, entry in renamed.items():
+        *parents, name = dotted.split(".")
+        section: Any = config
+        for part in parents:
+            section = section.get(part) if isinstance(section, Mapping) else None
+        if isinstance(section, Mapping) and name in section:
+            use = entry["use"].format(value=section[name])
+            why = f" ({entry['why']})" if entry.get("why") else ""
+            raise RegmixError(f"config key {dotted}: no longer read; write `{use}` instead{why}")
 
 
 def _resolve(schema: Mapping, root: Mapping) -> Mapping:
@@ -125,9 +151,13 @@ def _default_filling_validator(schema: Mapping):
     return cls(schema)
 
 
-def validate(config: dict, schema: Mapping) -> dict:
+def validate(
+    config: dict, schema: Mapping, renamed: Mapping[str, Mapping[str, str]] | None = None
+) -> dict:
     """Coerce, fill defaults and validate in place; the first problem raises one line naming
-    its key. Returns `config`."""
+    its key. A key of `renamed` (`read_renamed`) still set says what replaced it. Returns
+    `config`."""
+    check_renamed(config, renamed or {})
     coerced = coerce(config, schema)
     config.clear()
     config.update(coerced)
@@ -169,4 +199,5 @@ def load_config(
         if not isinstance(data, dict):
             raise RegmixError(f"{path}: expected a mapping of config keys")
         merge(config, data)
-    return validate(config, read_schema(schema_path(workflow_dir)))
+    schema = schema_path(workflow_dir)
+    return validate(config, read_schema(schema), read_renamed(schema.with_name("renamed.yaml")))
