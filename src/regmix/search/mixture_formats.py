@@ -26,6 +26,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,19 @@ import yaml
 from regmix.data.stats import read_stats
 from regmix.errors import RegmixError
 from regmix.files import read_table, read_yaml
-from regmix.search.mixtures import check_weights, mixture_domains, regmix_yaml, weights_from_yaml
+from regmix.search.mixtures import (
+    check_weights,
+    mixture_domains,
+    regmix_yaml,
+    weight_columns,
+    weights_from_yaml,
+)
 
 FORMATS = ("regmix", "megatron", "olmo-core", "hf")
 DEFAULT_MIXTURE = Path("results/optimal/mixture.yaml")
 DOMAIN_FIELD = "{domain}"
+DIGITS = 12
+"""Significant digits a share is written to: far below any effect on training."""
 
 
 @dataclass(frozen=True)
@@ -149,28 +158,34 @@ def _mixture_from_table(path: Path, run: str | None) -> Mixture:
             "(a final mixture table, results/mixtures/final/<name>.parquet, holds one)"
         )
     domains = mixture_domains(table)
-    values = table[[f"weight.{d}" for d in domains]].iloc[0].to_numpy(dtype=float)
+    values = table[weight_columns(table)].iloc[0].to_numpy(dtype=float)
     weights = pd.Series(values / values.sum(), index=domains)
     return Mixture(weights=weights, valid=domains, max_epochs=None, source=str(path))
 
 
 def unit_shares(weights: pd.Series) -> pd.Series:
-    """The domains with a positive weight, renormalised so that their floats sum to exactly 1.
+    """The domains with a positive weight, as shares whose floats sum to exactly 1.
 
     Readers check the sum with a tolerance (numpy's `choice`, OLMo-core's `allclose`) or
-    renormalise (Megatron); an exact 1 leaves none of them a rounding error to trip on. The
-    residual of the division goes to the largest share, where it changes least.
+    renormalise (Megatron); an exact 1 leaves none of them a rounding error to trip on. Shares
+    are rounded to `DIGITS` significant digits, so that a file reads 0.1 and not
+    0.09999999999999999, and the rounding residual goes to the largest share, where it
+    changes least.
     """
     positive = weights[weights > 0].astype(float)
     if positive.empty:
         raise RegmixError("mixture: no domain has a positive weight")
-    values = (positive / positive.sum()).to_numpy(copy=True)
-    largest = int(values.argmax())
-    for _ in range(4):  # one step nearly always suffices; fsum is exact, so this converges
+    decimals = [Decimal(f"{w:.{DIGITS}g}") for w in positive / math.fsum(positive)]
+    largest = int(np.argmax(positive.to_numpy()))
+    decimals[largest] += Decimal(1) - sum(decimals)
+    values = np.array([float(d) for d in decimals])
+    # The nearest doubles to decimals summing to 1 can miss 1.0 by an ulp (1 mixture in
+    # 400 measured); step the largest share by ulps until they do not.
+    for _ in range(16):
         residual = 1.0 - math.fsum(values)
         if residual == 0.0:
             break
-        values[largest] += residual
+        values[largest] = np.nextafter(values[largest], np.inf if residual > 0 else -np.inf)
     return pd.Series(values, index=positive.index)
 
 
@@ -221,9 +236,8 @@ def regmix_text(mixture: Mixture) -> str:
     return yaml.safe_dump(regmix_yaml(mixture.weights, mixture.valid), sort_keys=False)
 
 
-def megatron_text(mixture: Mixture, prefixes: dict[str, str]) -> str:
+def megatron_text(shares: pd.Series, prefixes: dict[str, str]) -> str:
     """`w1 prefix1 w2 prefix2 ...` on one line, each weight written to round-trip exactly."""
-    shares = unit_shares(mixture.weights)
     for domain in shares.index:
         prefix = prefixes[domain]
         # Megatron strips each prefix and reads a --data-args-path file split on whitespace.
@@ -232,41 +246,41 @@ def megatron_text(mixture: Mixture, prefixes: dict[str, str]) -> str:
                 f"data prefix of {domain!r} ({prefix!r}) has whitespace, which Megatron's "
                 "--data-path and --data-args-path cannot carry"
             )
-    # repr is the shortest string float() reads back as the same double.
+    # repr is the shortest string that float() reads back as the same double.
     return " ".join(f"{float(w)!r} {prefixes[d]}" for d, w in shares.items()) + "\n"
 
 
-def olmo_core_text(mixture: Mixture, paths: dict[str, str], max_repetition: float) -> str:
+def olmo_core_text(
+    shares: pd.Series, paths: dict[str, str], max_repetition: float, source: str
+) -> str:
     """A `SourceMixtureList` YAML: one source per domain with a positive share.
 
     OLMo-core caps a source at available tokens × `max_source_fraction` ×
     `max_repetition_ratio` and requires the ratio to be >= 1, so a cap below one epoch goes
     into the fraction instead.
     """
-    shares = unit_shares(mixture.weights)
     repetition, fraction = (max_repetition, 1.0) if max_repetition >= 1 else (1.0, max_repetition)
     sources = []
     for domain, share in shares.items():
-        source = {
+        entry = {
             "source_name": domain,
             "target_ratio": float(share),
             "paths": [paths[domain]],
             "max_repetition_ratio": float(repetition),
         }
         if fraction < 1:
-            source["max_source_fraction"] = float(fraction)
-        sources.append(source)
+            entry["max_source_fraction"] = float(fraction)
+        sources.append(entry)
     header = (
-        f"# OLMo-core source mixture from {mixture.source} (regmix export-mixture).\n"
+        f"# OLMo-core source mixture from {source} (regmix export-mixture).\n"
         "# SourceMixtureList.from_yaml(this file), then "
         "SourceMixtureDatasetConfig(source_list=..., requested_tokens=..., global_batch_size=...)\n"
     )
     return header + yaml.safe_dump({"sources": sources}, sort_keys=False)
 
 
-def hf_text(mixture: Mixture, stats: Path | None) -> str:
+def hf_text(shares: pd.Series, stats: Path | None, source: str) -> str:
     """`interleave_datasets` probabilities over the domains with a positive share, as JSON."""
-    shares = unit_shares(mixture.weights)
     if stats is None:
         unit = "examples that hold equal numbers of tokens (e.g. packed blocks)"
     else:
@@ -278,7 +292,7 @@ def hf_text(mixture: Mixture, stats: Path | None) -> str:
         "unit": unit,
         "usage": "datasets.interleave_datasets([<one dataset per domain, in this order>], "
         "probabilities=probabilities, seed=0)",
-        "source": mixture.source,
+        "source": source,
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -299,32 +313,34 @@ def _tokens_per_document(stats_path: Path, domains: list[str]) -> pd.Series:
 
 def export_mixture(mixture: Mixture, options: ExportOptions) -> Exported:
     """Render `mixture` in `options.format`, with a one-line note on what it holds."""
-    shown = int((mixture.weights > 0).sum())
-    left_out = len(mixture.weights) - shown
-    dropped = f" ({left_out} at weight 0 left out)" if left_out else ""
     if options.format == "regmix":
         return Exported(regmix_text(mixture), f"RegMix YAML over {len(mixture.weights)} domains")
+    shares = unit_shares(mixture.weights)
+    left_out = len(mixture.weights) - len(shares)
+    count = f"{len(shares)} domains" + (f" ({left_out} at weight 0 left out)" if left_out else "")
     if options.format == "hf":
-        return Exported(
-            hf_text(mixture, options.stats),
-            f"interleave_datasets probabilities for {shown} domains{dropped}",
-        )
-    domains = list(mixture.weights.index)
-    paths = data_paths(domains, options.prefixes, [d for d in domains if mixture.weights[d] > 0])
+        text = hf_text(shares, options.stats, mixture.source)
+        return Exported(text, f"interleave_datasets probabilities for {count}")
+    paths = data_paths(list(mixture.weights.index), options.prefixes, list(shares.index))
     if options.format == "megatron":
         return Exported(
-            megatron_text(mixture, paths),
-            f"Megatron --data-path list for {shown} domains{dropped}: pass the file as "
-            "--data-args-path FILE, or its contents to --data-path",
+            megatron_text(shares, paths),
+            f"Megatron --data-path list for {count}: pass the file as --data-args-path FILE, "
+            "or its contents to --data-path",
         )
-    repetition = options.max_repetition or mixture.max_epochs
-    cap = f"max_repetition_ratio {repetition:g} (the mixture's cap)"
-    if repetition is None:
-        repetition = 1.0
-        cap = "no repetition cap recorded: OLMo-core's default 1.0 (give --max-repetition)"
-    elif options.max_repetition is not None:
-        cap = f"max_repetition_ratio {repetition:g} (--max-repetition)"
-    return Exported(
-        olmo_core_text(mixture, paths, repetition),
-        f"OLMo-core sources for {shown} domains{dropped}; {cap}",
-    )
+    repetition, cap = repetition_cap(mixture, options.max_repetition)
+    text = olmo_core_text(shares, paths, repetition, mixture.source)
+    return Exported(text, f"OLMo-core sources for {count}; {cap}")
+
+
+def repetition_cap(mixture: Mixture, max_repetition: float | None) -> tuple[float, str]:
+    """OLMo-core's repetition cap and where it came from: the option, else the cap the
+    mixture was chosen under, else OLMo-core's own default of 1 (no repetition)."""
+    if max_repetition is not None:
+        return max_repetition, f"max_repetition_ratio {max_repetition:g} (--max-repetition)"
+    if mixture.max_epochs is not None:
+        return (
+            mixture.max_epochs,
+            f"max_repetition_ratio {mixture.max_epochs:g} (the mixture's cap)",
+        )
+    return 1.0, "no repetition cap recorded: OLMo-core's default 1.0 (give --max-repetition)"
