@@ -7,6 +7,7 @@ the few lines of theirs that read a mixture, each citing the file and function i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shlex
@@ -137,6 +138,39 @@ def test_a_prefix_with_whitespace_is_refused_since_megatron_splits_on_it():
         export(mixture({"web": 1.0}), "megatron", prefixes=PrefixOptions(pairs=("web=/my data",)))
 
 
+MEGATRON_CASES = [
+    ["a"],
+    ["a", "b"],
+    ["0.3", "a", "0.7", "b"],
+    ["1", "a"],
+    [" 1e-3", " a ", "2", "b"],
+    ["0.5", "a", "x", "b"],  # a non-number late: all prefixes
+    ["x", "a", "0.5", "b"],  # a non-number first, a number after: the assert fails
+]
+
+
+def test_the_mirror_agrees_with_megatron_core_where_it_is_installed():
+    """Not installed by CI (it brings a GPU stack); checked by hand with megatron-core 0.16.1."""
+    utils = pytest.importorskip("megatron.core.datasets.utils")
+
+    def outcome(read, tokens):
+        try:
+            prefixes, weights = read(list(tokens))
+        except AssertionError:
+            return "assert"
+        return list(prefixes), None if weights is None else list(weights)
+
+    for tokens in MEGATRON_CASES:
+        assert outcome(megatron_blend, tokens) == outcome(utils.get_blend_from_list, tokens)
+    text = export(
+        mixture({"web": 0.45, "code": 0.35, "books": 0.2}),
+        "megatron",
+        prefixes=PrefixOptions(TEMPLATE),
+    )
+    prefixes, weights = utils.get_blend_from_list(text.split())
+    assert (prefixes, utils.normalize(weights)) == megatron_reads(text)
+
+
 # --- prefixes ---------------------------------------------------------------------------------
 
 
@@ -233,6 +267,30 @@ def test_olmo_core_without_a_known_cap_writes_its_default_and_says_so():
     exported = export_mixture(m, ExportOptions("olmo-core", PrefixOptions("/d/{domain}")))
     assert {s["max_repetition_ratio"] for s in olmo_core_sources(exported.text)} == {1.0}
     assert "no repetition cap recorded" in exported.note
+
+
+def test_olmo_core_loads_and_validates_the_file_where_it_is_installed(tmp_path):
+    """Not installed by CI (its cached-path pins an older huggingface-hub than transformers
+    needs); checked by hand with ai2-olmo-core 3.0.0."""
+    olmo = pytest.importorskip("olmo_core.data.source_mixture")
+    m = mixture({"web": 0.6, "code": 0.3, "books": 0.1}, max_epochs=0.5)
+    (tmp_path / "mix.yaml").write_text(
+        export(m, "olmo-core", prefixes=PrefixOptions("/d/{domain}"))
+    )
+    sources = olmo.SourceMixtureList.from_yaml(tmp_path / "mix.yaml")
+    sources.validate()
+    for source in sources.sources:
+        source.validate()
+    assert [(s.source_name, s.target_ratio) for s in sources.sources] == [
+        ("web", 0.6),
+        ("code", 0.3),
+        ("books", 0.1),
+    ]
+    assert {(s.max_repetition_ratio, s.max_source_fraction) for s in sources.sources} == {
+        (1.0, 0.5)
+    }
+    fields = {f.name for f in dataclasses.fields(olmo.SourceMixtureConfig)}
+    assert {f for f in fields if not f.startswith("_")} == OLMO_SOURCE_FIELDS
 
 
 # --- Hugging Face datasets --------------------------------------------------------------------
