@@ -82,7 +82,10 @@ class PrefixOptions:
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """What `regmix export-mixture` writes; checked before the mixture is read."""
+
     format: str
+    """One of FORMATS."""
     prefixes: PrefixOptions = field(default_factory=PrefixOptions)
     max_repetition: float | None = None
     """OLMo-core's repetition cap; default: the one the mixture was chosen under."""
