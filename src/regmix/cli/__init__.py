@@ -28,6 +28,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     regression.add_predict,
     regression.add_simulate,
     regression.add_propose,
+    regression.add_export_mixture,
     final.add_final_mixtures,
     training.add_train_final,
     final.add_summarize,

@@ -1,4 +1,5 @@
-"""Commands for regression: importing runs, fitting, predicting and simulating the optimum."""
+"""Commands for regression: importing runs, fitting, predicting, simulating the optimum and
+exporting it for a training stack."""
 
 from __future__ import annotations
 
@@ -274,3 +275,73 @@ def _propose(args: argparse.Namespace) -> None:
             args.with_optimum,
         )
     print(f"regmix propose: {len(table)} mixtures ({config.method}) -> {args.out}", file=sys.stderr)
+
+
+def add_export_mixture(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export-mixture",
+        help="write the recommended mixture for a training stack (RegMix, Megatron, OLMo-core, HF)",
+        description="Write a mixture (default: the optimum, results/optimal/mixture.yaml) in the "
+        "shape a training stack reads. regmix: RegMix's YAML (train: {domain: weight}). "
+        "megatron: Megatron-LM's --data-path list 'w1 prefix1 w2 prefix2 ...' (also a "
+        "--data-args-path file). olmo-core: an OLMo-core SourceMixtureList YAML (sources with "
+        "source_name, target_ratio, paths, max_repetition_ratio). hf: probabilities for "
+        "datasets.interleave_datasets, with the domain order, as JSON. megatron and olmo-core "
+        "need each domain's data prefix or path (--prefix, --prefix-map, --prefix-template); "
+        "domains at weight 0 are left out of all but regmix. Weights are written so that they "
+        "sum to exactly 1 as floats.",
+    )
+    p.add_argument("--format", required=True, help="regmix, megatron, olmo-core or hf")
+    p.add_argument(
+        "--mixture",
+        type=Path,
+        default=Path("results/optimal/mixture.yaml"),
+        help="a RegMix-style mixture YAML or a mixture table (.parquet/.csv; default: "
+        "results/optimal/mixture.yaml)",
+    )
+    p.add_argument("--run", help="the row of a mixture table with several mixtures")
+    p.add_argument(
+        "--prefix",
+        action="append",
+        default=[],
+        metavar="DOMAIN=PATH",
+        help="a domain's data prefix (Megatron) or path/glob (OLMo-core); repeat per domain",
+    )
+    p.add_argument("--prefix-map", type=Path, help="YAML mapping of domain: prefix")
+    p.add_argument(
+        "--prefix-template",
+        help="a prefix for every domain, with {domain} in it, e.g. /data/{domain}_text_document",
+    )
+    p.add_argument(
+        "--max-repetition",
+        type=float,
+        help="OLMo-core's max_repetition_ratio (default: the cap the mixture was chosen under, "
+        "mixture.yaml's caps.max_epochs, i.e. the config's mixtures.max_epochs)",
+    )
+    p.add_argument(
+        "--stats",
+        type=Path,
+        help="stats.parquet: hf probabilities per whole document instead of per token",
+    )
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(handler=_export_mixture)
+
+
+def _export_mixture(args: argparse.Namespace) -> None:
+    from regmix.files import write_text
+    from regmix.search.mixture_formats import (
+        ExportOptions,
+        PrefixOptions,
+        export_mixture,
+        read_mixture,
+    )
+
+    prefixes = PrefixOptions(args.prefix_template, args.prefix_map, tuple(args.prefix))
+    options = ExportOptions(args.format, prefixes, args.max_repetition, args.stats)
+    exported = export_mixture(read_mixture(args.mixture, args.run), options)
+    if args.out is None:
+        sys.stdout.write(exported.text)
+    else:
+        write_text(exported.text, args.out)
+    where = f" -> {args.out}" if args.out is not None else ""
+    print(f"regmix export-mixture: {exported.note}{where}", file=sys.stderr)
