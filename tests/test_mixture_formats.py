@@ -2,12 +2,12 @@
 
 Megatron-LM and OLMo-core are not installed here (both pull a GPU stack), so the tests mirror
 the few lines of theirs that read a mixture, each citing the file and function it follows
-(NVIDIA/Megatron-LM at d98e8a6, allenai/OLMo-core at fa6c501). `datasets` is real.
+(NVIDIA/Megatron-LM at d98e8a6, allenai/OLMo-core at fa6c501); `benchmarks/trainer_stacks.py`
+checks the mirrors against the real packages. `datasets` is real.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import shlex
@@ -149,28 +149,6 @@ MEGATRON_CASES = [
 ]
 
 
-def test_the_mirror_agrees_with_megatron_core_where_it_is_installed():
-    """Not installed by CI (it brings a GPU stack); checked by hand with megatron-core 0.16.1."""
-    utils = pytest.importorskip("megatron.core.datasets.utils")
-
-    def outcome(read, tokens):
-        try:
-            prefixes, weights = read(list(tokens))
-        except AssertionError:
-            return "assert"
-        return list(prefixes), None if weights is None else list(weights)
-
-    for tokens in MEGATRON_CASES:
-        assert outcome(megatron_blend, tokens) == outcome(utils.get_blend_from_list, tokens)
-    text = export(
-        mixture({"web": 0.45, "code": 0.35, "books": 0.2}),
-        "megatron",
-        prefixes=PrefixOptions(TEMPLATE),
-    )
-    prefixes, weights = utils.get_blend_from_list(text.split())
-    assert (prefixes, utils.normalize(weights)) == megatron_reads(text)
-
-
 # --- prefixes ---------------------------------------------------------------------------------
 
 
@@ -267,30 +245,6 @@ def test_olmo_core_without_a_known_cap_writes_its_default_and_says_so():
     exported = export_mixture(m, ExportOptions("olmo-core", PrefixOptions("/d/{domain}")))
     assert {s["max_repetition_ratio"] for s in olmo_core_sources(exported.text)} == {1.0}
     assert "no repetition cap recorded" in exported.note
-
-
-def test_olmo_core_loads_and_validates_the_file_where_it_is_installed(tmp_path):
-    """Not installed by CI (its cached-path pins an older huggingface-hub than transformers
-    needs); checked by hand with ai2-olmo-core 3.0.0."""
-    olmo = pytest.importorskip("olmo_core.data.source_mixture")
-    m = mixture({"web": 0.6, "code": 0.3, "books": 0.1}, max_epochs=0.5)
-    (tmp_path / "mix.yaml").write_text(
-        export(m, "olmo-core", prefixes=PrefixOptions("/d/{domain}"))
-    )
-    sources = olmo.SourceMixtureList.from_yaml(tmp_path / "mix.yaml")
-    sources.validate()
-    for source in sources.sources:
-        source.validate()
-    assert [(s.source_name, s.target_ratio) for s in sources.sources] == [
-        ("web", 0.6),
-        ("code", 0.3),
-        ("books", 0.1),
-    ]
-    assert {(s.max_repetition_ratio, s.max_source_fraction) for s in sources.sources} == {
-        (1.0, 0.5)
-    }
-    fields = {f.name for f in dataclasses.fields(olmo.SourceMixtureConfig)}
-    assert {f for f in fields if not f.startswith("_")} == OLMO_SOURCE_FIELDS
 
 
 # --- Hugging Face datasets --------------------------------------------------------------------
