@@ -30,10 +30,14 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_data_stage_writes_shards_and_stats(finished):
     stats = pd.read_parquet(finished / "results/data/stats.parquet")
-    assert list(stats.columns) == ["domain", "split", "tokens", "documents"]
+    assert list(stats.columns) == ["domain", "split", "tokens", "documents", "text_bytes"]
     assert (finished / "results/corpus/planted.yaml").is_file()
     for row in stats.itertuples():
-        assert (finished / "results/data" / row.split / f"{row.domain}.bin").is_file()
+        data = finished / "results/data"
+        index = json.loads((data / row.split / f"{row.domain}.json").read_text())
+        shards = [data / shard["path"] for shard in index["shards"]]
+        assert all(shard.is_file() for shard in shards)
+        assert sum(shard.stat().st_size for shard in shards) == 2 * row.tokens  # uint16 ids
 
 
 def test_mixture_stage_writes_one_table_per_round_with_global_run_names(finished):
