@@ -165,6 +165,27 @@ def all_groups():
     return expand(f"{DATA}/shards/{{group}}", group=sorted(DATA_GROUPS))
 
 
+def max_tokens():
+    """corpus.max_tokens as a number, or None for `all`. `auto` is the most tokens any model
+    can read of one domain (a weight of 1 at the final budget, or at the proxies' if larger)."""
+    setting = CORPUS_SETTINGS["max_tokens"]
+    if setting == "all":
+        return None
+    if setting == "auto":
+        proxy = config["proxy"]
+        return max(final_tokens(), proxy["steps"] * proxy["batch_size"] * proxy["seq_len"])
+    return int(setting)
+
+
+def group_survey(wildcards):
+    """The survey that says which share of each domain to tokenize (with max_tokens)."""
+    return [] if max_tokens() is None else f"{DATA}/survey.json"
+
+
+def survey_argument(wildcards, input):
+    return f"--survey {input.survey}" if input.survey else ""
+
+
 def input_folder(name):
     """A params function: the folder holding the rule's input `name` (shards, a model, ...)."""
 

@@ -35,17 +35,43 @@ rule train_tokenizer:
     params:
         reading=reading_arguments(),
         tokenizer=config["corpus"]["tokenizer"],
-        sample=config["corpus"]["tokenizer_sample_bytes"],
+        sample=config["corpus"]["sample_bytes"],
         code=source_hash("data.corpus", "data.readers", "data.tokenize", "data.prepare"),
     shell:
         "regmix train-tokenizer {params.reading} --tokenizer {params.tokenizer}"
         " --sample-bytes {params.sample} --out {output} --threads {threads} > {log} 2>&1"
 
 
+rule survey_corpus:
+    input:
+        files=[str(f.path) for g in DATA_GROUPS.values() if g for f in g[0].files] or CORPUS,
+        tokenizer=group_tokenizer,
+    output:
+        f"{DATA}/survey.json",
+    log:
+        "logs/data/survey_corpus.log",
+    conda:
+        "../environment.yml"
+    resources:
+        mem_mb=config["corpus"]["resources"]["mem_mb"],
+        runtime=60,
+    params:
+        reading=reading_arguments(),
+        tokenizer=tokenizer_argument,
+        max_tokens=max_tokens(),
+        sample=config["corpus"]["sample_bytes"],
+        code=source_hash("data.corpus", "data.readers", "data.survey"),
+    shell:
+        "regmix survey-corpus {params.reading} --tokenizer {params.tokenizer}"
+        " --max-tokens {params.max_tokens} --sample-bytes {params.sample} --out {output}"
+        " > {log} 2>&1"
+
+
 rule prepare_group:
     input:
         files=group_files,
         tokenizer=group_tokenizer,
+        survey=group_survey,
     output:
         directory(f"{DATA}/shards/{{group}}"),
     log:
@@ -62,6 +88,7 @@ rule prepare_group:
         reading=reading_arguments(),
         files=files_argument,
         tokenizer=tokenizer_argument,
+        survey=survey_argument,
         code=source_hash(
             "data.corpus",
             "data.readers",
@@ -72,7 +99,7 @@ rule prepare_group:
         ),
     shell:
         "regmix prepare-group {params.reading} {params.files} --out {output}"
-        " --tokenizer {params.tokenizer} --threads {threads} > {log} 2>&1"
+        " --tokenizer {params.tokenizer} {params.survey} --threads {threads} > {log} 2>&1"
 
 
 rule collect_shards:

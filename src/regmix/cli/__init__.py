@@ -21,6 +21,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     data.add_synth_corpus,
     data.add_prepare,
     data.add_train_tokenizer,
+    data.add_survey_corpus,
     data.add_prepare_group,
     data.add_collect_shards,
     data.add_sample_mixtures,

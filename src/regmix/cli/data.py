@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from regmix.cli.args import add_threads_argument, dataclass_from, json_object, name_list
@@ -90,6 +91,10 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="groups of files tokenized at once")
     p.add_argument("--bytes-per-job", type=int, default=1_000_000_000)
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="tokenize about this many per train domain"
+    )
+    p.add_argument("--sample-bytes", type=int, default=100_000_000)
     p.set_defaults(handler=_prepare)
 
 
@@ -140,6 +145,9 @@ def add_prepare_group(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--files", type=Path, nargs="*", default=None, help="files of the corpus")
     p.add_argument("--out", type=Path, required=True, help="the group's folder")
     p.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizer.json")
+    p.add_argument(
+        "--survey", type=Path, default=None, help="survey.json: tokenize only a sample per domain"
+    )
     add_threads_argument(p)
     p.set_defaults(handler=_prepare_group)
 
@@ -150,6 +158,10 @@ def _prepare_group(args: argparse.Namespace) -> None:
 
     pin_tokenizer_threads(args.threads or 1)
     options = reading_options(args)
+    if args.survey is not None:
+        from regmix.data.survey import keep_fractions
+
+        options = replace(options, keep=keep_fractions(args.survey))
     domains = args.domains if not args.domain_field else None
     files = discover(args.corpus, domains, args.domain_field)
     if args.files:
@@ -160,6 +172,35 @@ def _prepare_group(args: argparse.Namespace) -> None:
             missing = sorted(str(p) for p in wanted - found)
             raise RegmixError(f"{missing[0]}: not a file of the corpus {args.corpus}")
     prepare_group(files, args.out, args.tokenizer, options)
+
+
+def add_survey_corpus(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "survey-corpus",
+        help="estimate each domain's size from a sample of every file (for corpus.max_tokens)",
+        description="Write survey.json: per train domain, its estimated text bytes and tokens "
+        "and the share of its documents that --max-tokens needs (prepare-group --survey).",
+    )
+    add_reading_arguments(p)
+    p.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizer.json")
+    p.add_argument("--max-tokens", type=int, required=True, help="tokens to prepare per domain")
+    p.add_argument("--sample-bytes", type=int, default=100_000_000)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_survey_corpus)
+
+
+def _survey_corpus(args: argparse.Namespace) -> None:
+    from regmix.data.survey import survey_corpus
+
+    pin_tokenizer_threads(1)
+    survey_corpus(
+        args.corpus,
+        reading_options(args),
+        args.tokenizer,
+        args.sample_bytes,
+        args.max_tokens,
+        args.out,
+    )
 
 
 def add_collect_shards(commands: argparse._SubParsersAction) -> None:

@@ -57,6 +57,9 @@ class ReadOptions:
     valid_fraction: float = 0.0
     domains: frozenset[str] | None = None
     """Keep only these domains (identifiers); None keeps all."""
+    keep: dict[str, float] | None = None
+    """Per train domain, the share of its documents to keep (`corpus.max_tokens`, sampled by a
+    hash of the text across all of the domain's files); a domain not named keeps all."""
 
 
 @dataclass
@@ -66,6 +69,7 @@ class ReadCounts:
     missing_domain: int = 0
     held_out: int = 0
     other_domains: int = 0
+    sampled_out: int = 0
     raw_names: dict[str, str] = field(default_factory=dict)
     """The corpus's domain names seen, raw → identifier."""
 
@@ -165,6 +169,7 @@ def hash_fraction(text: str, salt: bytes) -> float:
 
 
 VALID_SALT = b"regmix-valid"
+KEEP_SALT = b"regmix-keep"  # independent of VALID_SALT: the sample is not the validation set
 
 
 def _field(record: object, path: list[str]) -> object:
@@ -221,7 +226,14 @@ def documents(
         if held_out:
             split = "valid"
             counts.held_out += 1
+        if split == "train" and _sampled_out(text, domain, options.keep):
+            counts.sampled_out += 1
+            continue
         yield Document(split, domain, text)
+
+
+def _sampled_out(text: str, domain: str, keep: dict[str, float] | None) -> bool:
+    return bool(keep) and domain in keep and hash_fraction(text, KEEP_SALT) >= keep[domain]
 
 
 def _document_text(record: object, where: str) -> str:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +34,7 @@ from regmix.data.domains import merge_names
 from regmix.data.groups import DEFAULT_BYTES_PER_JOB, plan_groups
 from regmix.data.shards import GROUP_RECORD, prepare_group
 from regmix.data.stats import COLUMNS as STATS_COLUMNS
+from regmix.data.survey import keep_fractions, survey_corpus
 from regmix.data.tokenize import load_tokenizer, parse_bpe_spec, train_bpe
 from regmix.errors import RegmixError
 from regmix.files import write_json, write_table
@@ -103,7 +105,7 @@ def collect_shards(groups: list[Path], out: str | os.PathLike) -> pd.DataFrame:
             fingerprints.add(meta["tokenizer"])
             entry = index.setdefault(
                 (split, domain),
-                {k: meta[k] for k in ("dtype", "tokenizer", "vocab_size", "eos_id")}
+                {k: meta[k] for k in ("dtype", "tokenizer", "vocab_size", "eos_id", "keep")}
                 | {"tokens": 0, "documents": 0, "text_bytes": 0, "shards": []},
             )
             for key in ("tokens", "documents", "text_bytes"):
@@ -121,13 +123,19 @@ def collect_shards(groups: list[Path], out: str | os.PathLike) -> pd.DataFrame:
     write_json(merge_names(names), out / DOMAIN_NAMES)
     stats = pd.DataFrame(
         [
-            (domain, split, e["tokens"], e["documents"], e["text_bytes"])
+            (domain, split, e["tokens"], e["documents"], e["text_bytes"], _full_size(e))
             for (split, domain), e in sorted(index.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ],
-        columns=[*STATS_COLUMNS, "text_bytes"],
+        columns=[*STATS_COLUMNS, "text_bytes", "estimated_tokens"],
     )
     write_table(stats, out / "stats.parquet")
     return stats
+
+
+def _full_size(entry: dict) -> int:
+    """The domain's tokens had it been tokenized whole: a hash sample keeps `keep` of every
+    document's chance, so tokens / keep estimates the whole without bias."""
+    return round(entry["tokens"] / entry["keep"])
 
 
 def _prepare_one(job: tuple) -> dict:
@@ -142,6 +150,8 @@ def prepare_corpus(
     domains: list[str] | None = None,
     options: ReadOptions | None = None,
     bytes_per_job: int = DEFAULT_BYTES_PER_JOB,
+    max_tokens: int | None = None,
+    sample_bytes: int = TOKENIZER_SAMPLE_BYTES,
 ) -> pd.DataFrame:
     """The whole data stage in one process (`workers` groups at a time); returns the stats.
 
@@ -155,13 +165,19 @@ def prepare_corpus(
     else:
         files = discover(corpus, None, options.domain_field)
         if domains is not None:
-            options = ReadOptions(**{**options.__dict__, "domains": frozenset(domains)})
+            options = replace(options, domains=frozenset(domains))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as staging_name:
         staging = Path(staging_name)
         if tokenizer != "byte":
-            tokenizer = str(make_tokenizer(corpus, tokenizer, staging / "tokenizer.json", options))
+            tokenizer = str(
+                make_tokenizer(corpus, tokenizer, staging / "tokenizer.json", options, sample_bytes)
+            )
+        if max_tokens is not None:
+            survey = staging / "survey.json"
+            survey_corpus(corpus, options, tokenizer, sample_bytes, max_tokens, survey)
+            options = replace(options, keep=keep_fractions(survey))
         sizes = {f.relative: f.path.stat().st_size for f in files}
         groups = plan_groups(files, sizes, bytes_per_job)
         jobs = [
@@ -186,7 +202,8 @@ def prepare_corpus(
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the staged data into `out`, replacing what an earlier prepare left there."""
-    for name in ("train", "valid", SHARDS, "tokenizer.json", DOMAIN_NAMES, "stats.parquet"):
+    names = ("train", "valid", SHARDS, "tokenizer.json", "survey.json", DOMAIN_NAMES)
+    for name in (*names, "stats.parquet"):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)

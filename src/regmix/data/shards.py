@@ -50,9 +50,10 @@ class _Pending:
 class GroupWriter:
     """Token shards of one group, one open file per (split, domain) seen."""
 
-    def __init__(self, folder: Path, tokenizer) -> None:
+    def __init__(self, folder: Path, tokenizer, keep: dict[str, float] | None = None) -> None:
         self.folder = folder
         self.tokenizer = tokenizer
+        self.keep = keep or {}
         self.files: dict[tuple[str, str], BinaryIO] = {}
         self.counts: dict[tuple[str, str], ShardCount] = {}
         self.pending: dict[tuple[str, str], _Pending] = {}
@@ -96,6 +97,7 @@ class GroupWriter:
                 "tokenizer": self.tokenizer.fingerprint,
                 "vocab_size": self.tokenizer.vocab_size,
                 "eos_id": self.tokenizer.eos_id,
+                "keep": self.keep.get(domain, 1.0) if split == "train" else 1.0,
             }
             path = self.folder / split / f"{domain}.json"
             path.write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -119,7 +121,7 @@ def prepare_group(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        writer = GroupWriter(staging, encoder)
+        writer = GroupWriter(staging, encoder, options.keep)
         done_bytes = read_documents = text_bytes = 0
         for file in files:
             progress = Progress()
@@ -147,6 +149,7 @@ def prepare_group(
             "missing_domain": counts.missing_domain,
             "held_out": counts.held_out,
             "other_domains": counts.other_domains,
+            "sampled_out": counts.sampled_out,
             "domain_names": dict(sorted(counts.raw_names.items())),
         }
         (staging / GROUP_RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -164,7 +167,8 @@ def prepare_group(
     print(
         f"prepare {label}: {len(files)} file(s), {read_documents:,} documents, {megabytes:,.1f} MB "
         f"of text → {writer.tokens:,} tokens in {seconds:.1f} s ({megabytes / seconds:.2f} MB/s)"
-        f"{skipped}, {counts.held_out:,} held out for validation",
+        f"{skipped}, {counts.held_out:,} held out for validation, {counts.sampled_out:,} left "
+        "out by corpus.max_tokens",
         file=sys.stderr,
     )
     return record
