@@ -70,6 +70,8 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     check_regression(config["regression"], config["mixtures"]["rounds"])
     check_simulation(config["simulation"])
     stats = current_stats(config["corpus"], workdir, corpus)
+    if stats is not None and not corpus.known:  # records name their domains: as prepared
+        check_target(config["target"], _shard_domains(workdir / DATA / "valid"))
     if stats is not None:
         check_caps(config, stats)
         check_windows(config, stats)
@@ -404,7 +406,8 @@ def current_stats(corpus: Mapping, workdir: Path, domains: CorpusDomains) -> Pat
     prepared = {split: _shard_domains(workdir / DATA / split) for split in ("train", "valid")}
     if not prepared["train"]:
         return None
-    if domains.known and prepared != {"train": domains.train, "valid": domains.valid}:
+    expected = {"train": sorted(domains.train), "valid": sorted(domains.valid)}
+    if domains.known and prepared != expected:
         return None
     sidecar = workdir / DATA / "train" / f"{prepared['train'][0]}.json"
     if not _same_tokenizer(corpus["tokenizer"], sidecar, workdir):
