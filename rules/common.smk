@@ -157,7 +157,10 @@ def reading_arguments():
 def tokenizer_corpus(wildcards):
     """The tokenizer job reads the synthetic corpus once a rule made it; a user's corpus is
     listed by the job itself, so that adding a file never re-trains the tokenizer (and with
-    it every data job)."""
+    it every data job). A given tokenizer.json is copied: its file is the input."""
+    spec = CORPUS_SETTINGS["tokenizer"]
+    if not spec.startswith("bpe:"):
+        return spec
     return CORPUS if not config["corpus"]["path"] else []
 
 
