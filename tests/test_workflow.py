@@ -104,7 +104,8 @@ def test_report_figures_are_pngs(finished):
 
 
 def test_every_rule_writes_its_log(finished):
-    assert (finished / "logs/prepare.log").read_text().startswith("prepare:")
+    assert (finished / "logs/data/prepare/synthetic.log").read_text().startswith("prepare ")
+    assert (finished / "logs/data/collect_shards.log").read_text().startswith("collect-shards:")
 
 
 def test_second_invocation_has_nothing_to_do(finished):

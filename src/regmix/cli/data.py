@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -219,6 +220,13 @@ def _collect_shards(args: argparse.Namespace) -> None:
     from regmix.data.stats import valid_domains
 
     stats = collect_shards(args.groups, args.out)
+    train = stats[stats["split"] == "train"]
+    print(
+        f"collect-shards: {len(args.groups)} group(s) -> {len(train)} train and "
+        f"{len(stats) - len(train)} valid domains, {stats['tokens'].sum():,} tokens "
+        f"(estimated full size of train: {train['estimated_tokens'].sum():,})",
+        file=sys.stderr,
+    )
     if args.target:
         from regmix.workflow.preflight import check_target
 
