@@ -159,3 +159,15 @@ def test_max_tokens_tokenizes_a_sample_of_every_file_and_estimates_the_whole(tmp
     assert 0.85 < estimate < 1.15
     index = json.loads((tmp_path / "sampled" / "train" / "pile_cc.json").read_text())
     assert len(index["shards"]) == 4 and all(s["tokens"] > 5_000 for s in index["shards"])
+
+
+def test_cli_prepares_a_pile_layout_sample(tmp_path):
+    write_pile(tmp_path / "pile", files=2, docs=1000)
+    command = [sys.executable, "-m", "regmix.cli", "prepare", "--corpus", str(tmp_path / "pile")]
+    command += ["--out", str(tmp_path / "data"), "--domain-field", "meta.pile_set_name"]
+    command += ["--valid-fraction", "0.05", "--max-tokens", "100000"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stats = pd.read_parquet(tmp_path / "data" / "stats.parquet").set_index(["split", "domain"])
+    assert stats.loc[("train", "pile_cc"), "tokens"] < 150_000  # of ~350k: sampled
+    assert (tmp_path / "data" / "survey.json").is_file()

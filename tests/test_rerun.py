@@ -136,7 +136,8 @@ def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
     jobs = planned_after_editing(finished, "regression")
     # Proposals of later rounds are fitted with this code too: round 2 is proposed again
     # (its batch re-publishes if the proposal is unchanged), round 1 is not touched.
-    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1 and "prepare" not in jobs
+    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1
+    assert "prepare_group" not in jobs and "collect_shards" not in jobs
     assert "sample_mixtures" not in jobs
     assert {"fit", "simulate", "predict_final", "summarize"} <= set(jobs)
     jobs = planned_after_editing(finished, "simulate")

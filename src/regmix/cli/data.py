@@ -112,6 +112,8 @@ def _prepare(args: argparse.Namespace) -> None:
         args.domains,
         options,
         args.bytes_per_job,
+        args.max_tokens,
+        args.sample_bytes,
     )
 
 
