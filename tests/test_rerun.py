@@ -122,7 +122,7 @@ def test_a_later_round_setting_reruns_that_round_and_what_follows_only(finished,
 def planned_after_editing(finished, module_name: str) -> dict[str, int]:
     """The jobs a dry run plans after a developer appends a comment to a package module."""
     checkout, workdir, config = finished
-    module = checkout / "src" / "regmix" / f"{module_name}.py"
+    module = checkout / "src" / "regmix" / f"{module_name.replace('.', '/')}.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# a developer's edit\n")
@@ -133,17 +133,23 @@ def planned_after_editing(finished, module_name: str) -> dict[str, int]:
 
 def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
     checkout, workdir, config = finished
-    jobs = planned_after_editing(finished, "regression")
+    jobs = planned_after_editing(finished, "search.regression")
     # Proposals of later rounds are fitted with this code too: round 2 is proposed again
     # (its batch re-publishes if the proposal is unchanged), round 1 is not touched.
     assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1
     assert "prepare_group" not in jobs and "collect_shards" not in jobs
     assert "sample_mixtures" not in jobs
     assert {"fit", "simulate", "predict_final", "summarize"} <= set(jobs)
-    jobs = planned_after_editing(finished, "simulate")
+    jobs = planned_after_editing(finished, "search.simulate")
     assert proxy_jobs(jobs) == 0 and "fit" not in jobs and "propose_mixtures" not in jobs
     assert {"simulate", "summarize"} <= set(jobs) and jobs["train_final"] == 1
     assert planned_jobs(workdir, config, checkout) == {}
+
+
+def test_editing_the_corpus_reader_reruns_the_data_jobs_and_everything_after(finished):
+    jobs = planned_after_editing(finished, "data.readers")
+    assert jobs["prepare_group"] == 1 and jobs["collect_shards"] == 1
+    assert "synth_corpus" not in jobs and proxy_jobs(jobs) > 0
 
 
 def training_processes(workdir: Path) -> list[int]:
