@@ -329,7 +329,7 @@ def main() -> None:
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE))
     print(f"\n== dry run after adding {extra.name}: jobs {jobs}")
 
-    bad_inputs(args.work / "bad", tokenizer, good_lines=20_000)
+    bad_inputs(args.work / "bad", tokenizer, good_lines=5_000)
 
 
 if __name__ == "__main__":
