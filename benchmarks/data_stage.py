@@ -153,7 +153,7 @@ def write_config(path: Path, corpus: Path, tokenizer: str, **extra) -> Path:
         "domain_field": "meta.pile_set_name",
         "valid_fraction": 0.002,
         "tokenizer": tokenizer,
-        "bytes_per_job": 10_000_000,  # every file (~15-20 MB on disk) is a job of its own
+        "bytes_per_job": 1,  # every file (~50 MB of text) is a job of its own
         **extra.pop("corpus", {}),
     }
     path.write_text(json.dumps({"corpus": corpus_keys, "target": "Wikipedia (en)", **extra}))
