@@ -147,9 +147,9 @@ def snakemake(workdir: Path, config: Path, *args: str) -> tuple[subprocess.Compl
     return result, time.perf_counter() - start
 
 
-def write_config(path: Path, corpus: Path, tokenizer: str, **extra) -> Path:
+def write_config(path: Path, folder: Path, tokenizer: str, **extra) -> Path:
     corpus_keys = {
-        "path": str(corpus),
+        "path": str(folder),
         "domain_field": "meta.pile_set_name",
         "valid_fraction": 0.002,
         "tokenizer": tokenizer,
@@ -166,13 +166,15 @@ def data_jobs(workdir: Path) -> pd.DataFrame:
         table = pd.read_csv(tsv, sep="\t")
         group = tsv.parent / tsv.stem
         record = workdir / "results/data/shards" / tsv.stem / "group.json"
-        text = json.loads(record.read_text())["text_bytes"] if record.is_file() else 0
+        made = json.loads(record.read_text()) if record.is_file() else {}
+        text, cpu = made.get("text_bytes", 0), made.get("cpu_seconds", float("nan"))
         rows.append(
             {
                 "job": str(group.relative_to(workdir / "results/benchmarks/data")),
                 "s": table["s"].iloc[0],
                 "max_rss_mb": table["max_rss"].iloc[0],
                 "text_mb": text / 1e6,
+                "cpu_s": cpu,
             }
         )
     return pd.DataFrame(rows)
@@ -192,10 +194,19 @@ def report_run(label: str, workdir: Path, wall: float, single_thread: float) -> 
     )
     print(f"text tokenized: {text_mb:,.1f} MB -> {stats['tokens'].sum():,} tokens")
     per_core = text_mb / job_seconds
+    per_cpu = text_mb / groups["cpu_s"].sum()
     print(
         f"MB/s per core (text / sum of prepare_group job seconds): {per_core:.2f}; "
         f"tokenizer alone, 1 thread: {single_thread:.2f} MB/s; ratio {per_core / single_thread:.2f}"
     )
+    print(
+        f"MB per CPU-second of the jobs themselves (process time, all threads): {per_cpu:.2f}; "
+        f"ratio {per_cpu / single_thread:.2f}; jobs' CPU / wall: "
+        f"{groups['cpu_s'].sum() / job_seconds:.2f} (below 1: the jobs waited for a core); "
+        f"load average now {os.getloadavg()[0]:.2f}"
+    )
+    rates = groups["text_mb"] / groups["s"]
+    print(f"per job MB/s: min {rates.min():.2f}, median {rates.median():.2f}, max {rates.max():.2f}")
     print(
         f"peak RSS per prepare_group job: max {groups['max_rss_mb'].max():.0f} MB, "
         f"median {groups['max_rss_mb'].median():.0f} MB"

@@ -114,6 +114,7 @@ def prepare_group(
     out = Path(out)
     label = label or out.name
     started = time.perf_counter()
+    cpu_started = time.process_time()  # all of the process's threads, the tokenizer's included
     encoder = load_tokenizer(tokenizer)
     total = sum(f.path.stat().st_size for f in files)
     log = ProgressLog(f"prepare {label}", total)
@@ -146,6 +147,7 @@ def prepare_group(
             "tokens": writer.tokens,
             "text_bytes": sum(c.text_bytes for c in writer.counts.values()),
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(time.process_time() - cpu_started, 3),
             "missing_domain": counts.missing_domain,
             "held_out": counts.held_out,
             "other_domains": counts.other_domains,
