@@ -206,7 +206,8 @@ def report_run(label: str, workdir: Path, wall: float, single_thread: float) -> 
         f"load average now {os.getloadavg()[0]:.2f}"
     )
     rates = groups["text_mb"] / groups["s"]
-    print(f"per job MB/s: min {rates.min():.2f}, median {rates.median():.2f}, max {rates.max():.2f}")
+    spread = f"min {rates.min():.2f}, median {rates.median():.2f}, max {rates.max():.2f}"
+    print(f"per job MB/s: {spread}")
     print(
         f"peak RSS per prepare_group job: max {groups['max_rss_mb'].max():.0f} MB, "
         f"median {groups['max_rss_mb'].median():.0f} MB"
