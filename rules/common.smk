@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from regmix.workflow.config import RENAMED, SCHEMA, read_renamed, read_schema, validate
-from regmix.data.corpus import EXTENSIONS
-from regmix.workflow.preflight import check_workflow, exit_on_error
+from regmix.data.corpus import discover
+from regmix.data.groups import plan_groups, runtime_minutes, text_bytes_estimate
+from regmix.workflow.preflight import check_workflow, exit_on_error, resolve_domain_names
 from regmix.workflow.sweep import (
     OPTIMUM,
     Sweep,
@@ -31,6 +32,7 @@ def validate_config():
     with exit_on_error():
         basedir = Path(workflow.basedir)
         validate(config, read_schema(basedir / SCHEMA), read_renamed(basedir / RENAMED))
+        resolve_domain_names(config)
         check_workflow(config, Path.cwd())
 
 
@@ -42,6 +44,7 @@ wildcard_constraints:
     name=r"[A-Za-z0-9_]+",
     round=r"[0-9]+",
     batch=r"run[0-9]+(-run[0-9]+)?",
+    group=r"[A-Za-z0-9_]+-[0-9a-f]{6}|synthetic",
 
 
 SRC = Path(workflow.basedir) / "src" / "regmix"
@@ -90,23 +93,101 @@ def tracking_argument():
     return Unrecorded(as_json(tracking_settings(config)))
 
 
-def corpus_input():
-    """The synthetic corpus folder (built by a rule), or the user's corpus files."""
+# --- the data stage: one job per group of corpus files (regmix.data.groups) ---
+
+
+CORPUS_SETTINGS = config["corpus"]
+SYNTHETIC_GROUP = "synthetic"
+
+
+def data_groups():
+    """The data-stage jobs by name. A user's corpus is listed now, while Snakemake parses, so
+    that the DAG has one job per group of files; the synthetic corpus, which a rule
+    generates, is one small job."""
     if not config["corpus"]["path"]:
-        return CORPUS
-    files = sorted(
-        str(p)
-        for split in ("train", "valid")
-        for p in (Path(CORPUS) / split).glob("*")
-        if p.name.endswith(EXTENSIONS)
-    )
-    return files or CORPUS
+        return {SYNTHETIC_GROUP: None}
+    field = CORPUS_SETTINGS["domain_field"]
+    with exit_on_error():
+        files = discover(CORPUS, None if field else CORPUS_SETTINGS["domains"], field)
+    sizes = {f.relative: f.path.stat().st_size for f in files}
+    groups = plan_groups(files, sizes, CORPUS_SETTINGS["bytes_per_job"])
+    return {g.name: (g, text_bytes_estimate(g, sizes)) for g in groups}
 
 
-def corpus_folder(wildcards, input):
-    """The corpus root: the synthetic corpus folder itself, or <root>/<split>/<file>."""
-    first = Path(input[0])
-    return str(first if not config["corpus"]["path"] else first.parent.parent)
+DATA_GROUPS = data_groups()
+
+
+def group_files(wildcards):
+    """A data job's input: its corpus files, or the synthetic corpus folder."""
+    group = DATA_GROUPS[wildcards.group]
+    return CORPUS if group is None else [str(f.path) for f in group[0].files]
+
+
+def group_tokenizer(wildcards):
+    """The tokenizer.json a data job reads (trained or copied once, by train_tokenizer)."""
+    return [] if CORPUS_SETTINGS["tokenizer"] == "byte" else f"{DATA}/tokenizer.json"
+
+
+def tokenizer_argument(wildcards, input):
+    return input.tokenizer if input.tokenizer else "byte"
+
+
+def files_argument(wildcards, input):
+    return "" if DATA_GROUPS[wildcards.group] is None else "--files " + " ".join(input.files)
+
+
+def group_runtime(wildcards, threads):
+    group = DATA_GROUPS[wildcards.group]
+    return 10 if group is None else runtime_minutes(group[1], threads)
+
+
+def reading_arguments():
+    """How documents get their split and domain: the corpus.* keys as regmix flags."""
+    corpus = CORPUS_SETTINGS
+    flags = [
+        f"--corpus {CORPUS}",
+        f"--domains '{','.join(corpus['domains'] or [])}'",
+        f"--missing-domain {corpus['missing_domain']}",
+        f"--valid-fraction {corpus['valid_fraction']}",
+    ]
+    if corpus["domain_field"]:
+        flags.append(f"--domain-field '{corpus['domain_field']}'")
+    return " ".join(flags)
+
+
+def tokenizer_corpus(wildcards):
+    """The tokenizer job reads the synthetic corpus once a rule made it; a user's corpus is
+    listed by the job itself, so that adding a file never re-trains the tokenizer (and with
+    it every data job). A given tokenizer.json is copied: its file is the input."""
+    spec = CORPUS_SETTINGS["tokenizer"]
+    if not spec.startswith("bpe:"):
+        return spec
+    return CORPUS if not config["corpus"]["path"] else []
+
+
+def all_groups():
+    return expand(f"{DATA}/shards/{{group}}", group=sorted(DATA_GROUPS))
+
+
+def max_tokens():
+    """corpus.max_tokens as a number, or None for `all`. `auto` is the most tokens any model
+    can read of one domain (a weight of 1 at the final budget, or at the proxies' if larger)."""
+    setting = CORPUS_SETTINGS["max_tokens"]
+    if setting == "all":
+        return None
+    if setting == "auto":
+        proxy = config["proxy"]
+        return max(final_tokens(), proxy["steps"] * proxy["batch_size"] * proxy["seq_len"])
+    return int(setting)
+
+
+def group_survey(wildcards):
+    """The survey that says which share of each domain to tokenize (with max_tokens)."""
+    return [] if max_tokens() is None else f"{DATA}/survey.json"
+
+
+def survey_argument(wildcards, input):
+    return f"--survey {input.survey}" if input.survey else ""
 
 
 def input_folder(name):

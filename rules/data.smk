@@ -1,4 +1,4 @@
-# Corpus → token shards.
+# Corpus → token shards: a tokenizer once, one job per group of corpus files, a fan-in.
 
 
 rule synth_corpus:
@@ -17,30 +17,107 @@ rule synth_corpus:
         " > {log} 2>&1"
 
 
-rule prepare:
+rule train_tokenizer:
     input:
-        corpus_input(),
+        tokenizer_corpus,
+    output:
+        f"{DATA}/tokenizer.json",
+    log:
+        "logs/data/train_tokenizer.log",
+    benchmark:
+        "results/benchmarks/data/train_tokenizer.tsv"
+    conda:
+        "../environment.yml"
+    threads: config["corpus"]["resources"]["threads"]
+    resources:
+        mem_mb=config["corpus"]["resources"]["mem_mb"],
+        runtime=60,
+    params:
+        reading=reading_arguments(),
+        tokenizer=config["corpus"]["tokenizer"],
+        sample=config["corpus"]["sample_bytes"],
+        code=source_hash("data.corpus", "data.readers", "data.tokenize", "data.prepare"),
+    shell:
+        "regmix train-tokenizer {params.reading} --tokenizer {params.tokenizer}"
+        " --sample-bytes {params.sample} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule survey_corpus:
+    input:
+        files=[str(f.path) for g in DATA_GROUPS.values() if g for f in g[0].files] or CORPUS,
+        tokenizer=group_tokenizer,
+    output:
+        f"{DATA}/survey.json",
+    log:
+        "logs/data/survey_corpus.log",
+    conda:
+        "../environment.yml"
+    resources:
+        mem_mb=config["corpus"]["resources"]["mem_mb"],
+        runtime=60,
+    params:
+        reading=reading_arguments(),
+        tokenizer=tokenizer_argument,
+        max_tokens=max_tokens(),
+        sample=config["corpus"]["sample_bytes"],
+        code=source_hash("data.corpus", "data.readers", "data.survey"),
+    shell:
+        "regmix survey-corpus {params.reading} --tokenizer {params.tokenizer}"
+        " --max-tokens {params.max_tokens} --sample-bytes {params.sample} --out {output}"
+        " > {log} 2>&1"
+
+
+rule prepare_group:
+    input:
+        files=group_files,
+        tokenizer=group_tokenizer,
+        survey=group_survey,
+    output:
+        directory(f"{DATA}/shards/{{group}}"),
+    log:
+        "logs/data/prepare/{group}.log",
+    benchmark:
+        "results/benchmarks/data/prepare/{group}.tsv"
+    conda:
+        "../environment.yml"
+    threads: config["corpus"]["resources"]["threads"]
+    resources:
+        mem_mb=config["corpus"]["resources"]["mem_mb"],
+        runtime=group_runtime,
+    params:
+        reading=reading_arguments(),
+        files=files_argument,
+        tokenizer=tokenizer_argument,
+        survey=survey_argument,
+        code=source_hash(
+            "data.corpus",
+            "data.readers",
+            "data.domains",
+            "data.tokenize",
+            "data.shards",
+            "data.progress",
+        ),
+    shell:
+        "regmix prepare-group {params.reading} {params.files} --out {output}"
+        " --tokenizer {params.tokenizer} {params.survey} --threads {threads} > {log} 2>&1"
+
+
+rule collect_shards:
+    input:
+        all_groups(),
     output:
         stats=f"{DATA}/stats.parquet",
+        names=f"{DATA}/domains.json",
         train=directory(f"{DATA}/train"),
         valid=directory(f"{DATA}/valid"),
     log:
-        "logs/prepare.log",
-    benchmark:
-        "results/benchmarks/prepare.tsv"
+        "logs/data/collect_shards.log",
     conda:
         "../environment.yml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
     params:
-        corpus=corpus_folder,
         out=output_folder,
-        tokenizer=config["corpus"]["tokenizer"],
-        domains=",".join(config["corpus"]["domains"] or []),
-        code=source_hash("data.corpus", "data.tokenize", "data.prepare", "data.stats"),
+        target=Unrecorded(config["target"]),
+        code=source_hash("data.prepare", "data.stats", "data.domains"),
     shell:
-        "regmix prepare --corpus {params.corpus} --out {params.out} --tokenizer {params.tokenizer}"
-        " --workers {threads} --domains '{params.domains}'"
+        "regmix collect-shards --groups {input} --out {params.out} --target '{params.target}'"
         " > {log} 2>&1"

@@ -4,9 +4,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import zstandard
 from conftest import write_jsonl
 
-from regmix.data.corpus import discover, domain_of, read_documents
+from regmix.data.corpus import (
+    ReadCounts,
+    ReadOptions,
+    discover,
+    documents,
+    domain_of,
+    read_documents,
+)
+from regmix.data.domains import normalise, resolve_target
 from regmix.errors import RegmixError
 
 
@@ -33,7 +42,7 @@ def test_discover_groups_files_by_split_and_allows_valid_only_domains(tmp_path):
     write_jsonl(tmp_path / "train" / "a-1.jsonl", ["y"])
     write_jsonl(tmp_path / "valid" / "a-0.jsonl", ["z"])
     write_jsonl(tmp_path / "valid" / "target-0.jsonl", ["t"])
-    (tmp_path / "train" / "README.txt").write_text("ignored")
+    (tmp_path / "train" / ".hidden").write_text("ignored")
     files = discover(tmp_path)
     assert [(f.split, f.domain, f.path.name) for f in files] == [
         ("train", "a", "a-0.jsonl"),
@@ -89,3 +98,138 @@ def test_parquet_without_text_column_is_an_error(tmp_path):
     pd.DataFrame({"body": ["x"]}).to_parquet(parquet)
     with pytest.raises(RegmixError, match="no 'text' column"):
         list(read_documents(parquet))
+
+
+def test_an_unknown_file_in_the_corpus_is_an_error_naming_it(tmp_path):
+    write_jsonl(tmp_path / "train" / "a-0.jsonl", ["x"])
+    (tmp_path / "train" / "notes.txt").write_text("not a corpus file")
+    with pytest.raises(RegmixError, match=r"train/notes\.txt: not a corpus file"):
+        discover(tmp_path)
+    with pytest.raises(RegmixError, match=r"train/notes\.txt: not a corpus file"):
+        discover(tmp_path, domain_field="meta.source")
+
+
+def write_zst(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(zstandard.ZstdCompressor().compress(text))
+    return path
+
+
+PILE = [
+    {"text": "a web page", "meta": {"pile_set_name": "Pile-CC"}},
+    {"text": "an article", "meta": {"pile_set_name": "Wikipedia (en)"}},
+    {"text": "a book", "meta": {"pile_set_name": "Gutenberg (PG-19)"}},
+]
+
+
+def test_pile_layout_reads_zstd_with_the_domain_from_a_dotted_field(tmp_path):
+    write_zst(tmp_path / "00.jsonl.zst", PILE)
+    with _gz(tmp_path / "more" / "01.json.gz") as out:
+        out.write(json.dumps(PILE[0]) + "\n")
+    files = discover(tmp_path, domain_field="meta.pile_set_name")
+    assert [(f.relative, f.split, f.domain) for f in files] == [
+        ("00.jsonl.zst", None, None),
+        ("more/01.json.gz", None, None),
+    ]
+    counts = ReadCounts()
+    options = ReadOptions(domain_field="meta.pile_set_name")
+    got = [(d.split, d.domain, d.text) for f in files for d in documents(f, options, counts)]
+    assert got == [
+        ("train", "pile_cc", "a web page"),
+        ("train", "wikipedia_en", "an article"),
+        ("train", "gutenberg_pg_19", "a book"),
+        ("train", "pile_cc", "a web page"),
+    ]
+    assert counts.raw_names["Wikipedia (en)"] == "wikipedia_en"
+
+
+def _gz(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return gzip.open(path, "wt")
+
+
+def test_parquet_folder_with_a_domain_column(tmp_path):
+    (tmp_path / "data").mkdir()
+    frame = pd.DataFrame({"text": ["x", "y"], "source": ["Github", "ArXiv"]})
+    frame.to_parquet(tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text("a dataset card, allowed at the root")
+    files = discover(tmp_path, domain_field="source")
+    docs = list(documents(files[0], ReadOptions(domain_field="source")))
+    assert [(d.domain, d.text) for d in docs] == [("github", "x"), ("arxiv", "y")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "ident"),
+    [
+        ("Pile-CC", "pile_cc"),
+        ("Wikipedia (en)", "wikipedia_en"),
+        ("Gutenberg (PG-19)", "gutenberg_pg_19"),
+        ("DM Mathematics", "dm_mathematics"),
+        ("  ", ""),
+        ("2ch", "d_2ch"),
+    ],
+)
+def test_domain_names_are_normalised_to_identifiers(raw, ident):
+    assert normalise(raw) == ident
+
+
+def test_config_spellings_resolve_to_identifiers():
+    assert resolve_target("Wikipedia (en)", True) == "wikipedia_en"
+    assert resolve_target("Pile-CC:0.5,loss.FreeLaw:0.5", True) == "pile_cc:0.5,freelaw:0.5"
+    assert resolve_target("mean", True) == "mean"
+    assert resolve_target("Odd-Name", False) == "Odd-Name"
+
+
+def test_valid_fraction_holds_out_the_same_documents_whatever_the_file(tmp_path):
+    texts = [f"document number {i}" for i in range(2000)]
+    write_jsonl(tmp_path / "train" / "a-0.jsonl", texts)
+    write_jsonl(tmp_path / "train" / "a-1.jsonl", list(reversed(texts[:1000])))
+    options = ReadOptions(valid_fraction=0.1)
+    first, second = discover(tmp_path)
+    held_first = {d.text for d in documents(first, options) if d.split == "valid"}
+    held_second = {d.text for d in documents(second, options) if d.split == "valid"}
+    assert 150 < len(held_first) < 250  # ~10% of 2000
+    assert held_second == {t for t in held_first if t in set(texts[:1000])}
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"text": "ok", "meta": {}}], r"00\.jsonl:1: record has no 'meta.src' field"),
+        ([{"text": "ok", "meta": {"src": ""}}], r"00\.jsonl:1: 'meta.src' must be a non-empty"),
+        ([{"text": "ok", "meta": {"src": "--"}}], r"00\.jsonl:1: 'meta.src' must be a non-empty"),
+        ([{"text": 3, "meta": {"src": "a"}}], r"00\.jsonl:1: 'text' must be a string, got int"),
+    ],
+)
+def test_bad_records_name_file_and_line(tmp_path, records, message):
+    path = tmp_path / "00.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (file,) = discover(tmp_path, domain_field="meta.src")
+    with pytest.raises(RegmixError, match=message):
+        list(documents(file, ReadOptions(domain_field="meta.src")))
+
+
+def test_records_without_the_domain_field_can_be_skipped_and_counted(tmp_path):
+    path = tmp_path / "00.jsonl"
+    records = [{"text": "a", "src": "x"}, {"text": "b"}, {"text": "c", "src": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (file,) = discover(tmp_path, domain_field="src")
+    counts = ReadCounts()
+    docs = list(documents(file, ReadOptions("src", missing_domain="skip"), counts))
+    assert [d.text for d in docs] == ["a", "c"] and counts.missing_domain == 1
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_compressed_file_is_one_error_naming_it(tmp_path, suffix, damage):
+    good = "".join(json.dumps({"text": f"doc {i} " * 50}) + "\n" for i in range(2000)).encode()
+    data = zstandard.ZstdCompressor().compress(good) if "zst" in suffix else gzip.compress(good)
+    half = len(data) // 2
+    bad = data[:half] if damage == "truncated" else data[:half] + b"\x00garbage" * 8 + data[half:]
+    path = tmp_path / f"a-0{suffix}"
+    path.write_bytes(bad)
+    # gzip checks its CRC only at the end: garbage inside may first decode into broken JSON
+    expected = rf"a-0{suffix}(:\d+)?: (cannot read: corrupt or truncated|malformed JSON)"
+    with pytest.raises(RegmixError, match=expected):
+        list(read_documents(path))

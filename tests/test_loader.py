@@ -3,15 +3,18 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import write_jsonl
 
 from regmix.data.loader import (
     MixedBatches,
+    TokenStream,
     domain_counts,
     leading_share,
     open_shards,
     validation_windows,
     vocab_size,
 )
+from regmix.data.prepare import prepare_corpus
 from regmix.errors import RegmixError
 
 # Each fake domain uses its own token range, so a window's domain can be read off its tokens.
@@ -95,3 +98,30 @@ def test_a_leading_share_keeps_the_domains_proportions_and_draws_only_from_it():
     drawn = torch.cat([batches(step) for step in range(20)])
     assert int(drawn.max()) < 250  # no token from beyond the first quarter of either domain
     assert leading_share(shards, 1.0)["a"] is shards["a"]
+
+
+def test_a_domain_in_several_shard_files_reads_as_their_concatenation():
+    whole = np.arange(1000, dtype=np.uint16)
+    stream = TokenStream([whole[:300], whole[300:310], whole[310:]])
+    assert len(stream) == 1000
+    starts = np.array([0, 295, 305, 990 - 9])
+    windows = stream[starts[:, None] + np.arange(10)]  # windows crossing file boundaries
+    np.testing.assert_array_equal(windows, whole[starts[:, None] + np.arange(10)])
+    share = stream[290:320]  # a view per file, no copy
+    np.testing.assert_array_equal(share[np.arange(30)], whole[290:320])
+    batches = MixedBatches({"a": stream}, {"a": 1.0}, batch_size=8, seq_len=16, seed=3)
+    reference = MixedBatches({"a": whole}, {"a": 1.0}, batch_size=8, seq_len=16, seed=3)
+    assert torch.equal(batches(5), reference(5))
+
+
+def test_a_multi_file_domain_from_prepare_is_opened_as_one_stream(tmp_path):
+    corpus = tmp_path / "corpus"
+    for k in range(3):
+        write_jsonl(corpus / "train" / f"a-{k}.jsonl", [f"file {k} text " * 20] * 5)
+    write_jsonl(corpus / "valid" / "a-0.jsonl", ["held out text " * 20])
+    prepare_corpus(corpus, tmp_path / "data", "byte", bytes_per_job=1)  # one job per file
+    shards = open_shards(tmp_path / "data", "train")
+    assert isinstance(shards["a"], TokenStream) and len(shards["a"].parts) == 3
+    ids = shards["a"][np.arange(len(shards["a"]))]
+    text = bytes(ids[ids != 256].astype(np.uint8)).decode()
+    assert text == "".join(f"file {k} text " * 20 * 5 for k in range(3))

@@ -31,6 +31,7 @@ from regmix.workflow.preflight import (
     current_stats,
     exit_on_error,
     rekey,
+    resolve_domain_names,
 )
 
 # A bad config per issue case: the override merged over tests/config/tiny.yaml, and what the
@@ -462,3 +463,29 @@ def test_a_training_job_that_fails_shows_its_error_on_the_console(tmp_path):
     assert result.returncode != 0
     assert re.search(r"^(local)?rule train_proxy", output, re.M)
     assert re.search(r"^regmix: error: .*fewer .*than one window", output, re.M), output[-3000:]
+
+
+# --- corpora whose records name their domains ----------------------------------------------------
+
+
+def test_domain_names_in_the_config_resolve_to_identifiers(tmp_path):
+    (tmp_path / "00.jsonl").write_text('{"text": "x", "meta": {"set": "Pile-CC"}}\n')
+    field = {"path": str(tmp_path), "domain_field": "meta.set", "valid_fraction": 0.1}
+    config = tiny({"corpus": {**field, "domains": ["Pile-CC", "FreeLaw"]}})
+    config["target"] = "Wikipedia (en):0.5,Pile-CC:0.5"
+    resolve_domain_names(config)
+    assert config["target"] == "wikipedia_en:0.5,pile_cc:0.5"
+    assert config["corpus"]["domains"] == ["pile_cc", "freelaw"]
+    check_workflow(config, tmp_path)  # domains unknown until prepared: collect-shards checks
+
+
+def test_a_domain_field_needs_a_corpus_path():
+    message = error_of(tiny({"corpus": {"domain_field": "meta.set"}}), Path("."))
+    assert "corpus.domain_field: set corpus.path too" in message
+
+
+def test_an_unknown_file_in_a_field_corpus_stops_the_run(tmp_path):
+    (tmp_path / "00.jsonl").write_text('{"text": "x", "meta": {"set": "Pile-CC"}}\n')
+    (tmp_path / "01.txt").write_text("stray")
+    config = tiny({"corpus": {"path": str(tmp_path), "domain_field": "meta.set"}})
+    assert re.search(r"corpus.path: .*01\.txt: not a corpus file", error_of(config, tmp_path))

@@ -7,26 +7,34 @@ import pandas as pd
 import pytest
 from conftest import write_jsonl
 
-from regmix.data.corpus import read_documents
+from regmix.data.corpus import ReadOptions, read_documents
 from regmix.data.prepare import prepare_corpus
 from regmix.data.tokenize import BYTE_EOS
 from regmix.errors import RegmixError
 
 
-def test_stats_match_shards_and_sidecars(data_dir):
+def domain_ids(data_dir, split, domain):
+    """A domain's tokens: its shard files, in the order its index lists them."""
+    meta = json.loads((data_dir / split / f"{domain}.json").read_text())
+    return np.concatenate(
+        [np.fromfile(data_dir / s["path"], dtype=meta["dtype"]) for s in meta["shards"]]
+    )
+
+
+def test_stats_match_shards_and_indexes(data_dir):
     stats = pd.read_parquet(data_dir / "stats.parquet")
-    assert list(stats.columns) == ["domain", "split", "tokens", "documents"]
+    columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
+    assert list(stats.columns) == columns
     for row in stats.itertuples():
-        shard = data_dir / row.split / f"{row.domain}.bin"
-        meta = json.loads(shard.with_suffix(".json").read_text())
-        ids = np.fromfile(shard, dtype=meta["dtype"])
+        meta = json.loads((data_dir / row.split / f"{row.domain}.json").read_text())
+        ids = domain_ids(data_dir, row.split, row.domain)
         assert len(ids) == row.tokens == meta["tokens"]
         assert (ids == BYTE_EOS).sum() == row.documents == meta["documents"]
         assert meta["vocab_size"] == 257
 
 
 def test_byte_shards_decode_back_to_the_documents(corpus_dir, data_dir):
-    ids = np.fromfile(data_dir / "train" / "legal.bin", dtype=np.uint16)
+    ids = domain_ids(data_dir, "train", "legal")
     documents = bytes(ids[ids != BYTE_EOS].astype(np.uint8)).decode("utf-8")
     expected = "".join(read_documents(corpus_dir / "train" / "legal-0.jsonl.gz"))
     assert documents == expected
@@ -35,7 +43,7 @@ def test_byte_shards_decode_back_to_the_documents(corpus_dir, data_dir):
 def test_valid_only_domain_has_no_train_shard(data_dir):
     stats = pd.read_parquet(data_dir / "stats.parquet")
     assert set(stats.loc[stats["domain"] == "target", "split"]) == {"valid"}
-    assert not (data_dir / "train" / "target.bin").exists()
+    assert not (data_dir / "train" / "target.json").exists()
 
 
 def test_bpe_tokenizer_is_trained_on_train_and_saved_beside_the_shards(tmp_path):
@@ -57,10 +65,10 @@ def test_empty_domain_fails_and_leaves_the_last_good_output_untouched(tmp_path):
     prepare_corpus(corpus, out, "byte")
     before = (out / "stats.parquet").read_bytes()
     (corpus / "train" / "b-0.jsonl").write_text("")
-    with pytest.raises(RegmixError, match=r"domain 'b' \(train\): no documents in b-0.jsonl"):
+    with pytest.raises(RegmixError, match=r"b-0.jsonl: no documents"):
         prepare_corpus(corpus, out, "byte")
     assert (out / "stats.parquet").read_bytes() == before
-    assert (out / "train" / "a.bin").is_file()
+    assert (out / "train" / "a.json").is_file()
     assert not list(out.glob(".staging-*"))
 
 
@@ -96,3 +104,70 @@ def test_preparing_again_with_another_tokenizer_drops_the_old_tokenizer_file(tmp
     assert (out / "tokenizer.json").is_file()
     prepare_corpus(corpus, out, "byte")
     assert not (out / "tokenizer.json").exists()  # else exports would ship the wrong tokenizer
+
+
+def write_pile(folder, files: int, docs: int, seed: int = 0) -> None:
+    """A Pile-layout corpus: .jsonl.zst files mixing two domains named in meta.pile_set_name."""
+    import zstandard
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(files):
+        lines = []
+        for i in range(docs):
+            name = "Pile-CC" if rng.random() < 0.8 else "Wikipedia (en)"
+            text = f"{name} document {k}-{i} " + "word " * int(rng.integers(20, 60))
+            lines.append(json.dumps({"text": text, "meta": {"pile_set_name": name}}))
+        data = ("\n".join(lines) + "\n").encode()
+        (folder / f"{k:02d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+
+
+def test_pile_layout_with_a_hash_held_out_validation_split(tmp_path):
+    write_pile(tmp_path / "pile", files=3, docs=400)
+    options = ReadOptions(domain_field="meta.pile_set_name", valid_fraction=0.05)
+    stats = prepare_corpus(tmp_path / "pile", tmp_path / "data", "byte", options=options)
+    table = stats.set_index(["split", "domain"])["documents"]
+    assert set(table.index) == {
+        ("train", "pile_cc"),
+        ("train", "wikipedia_en"),
+        ("valid", "pile_cc"),
+        ("valid", "wikipedia_en"),
+    }
+    assert table.sum() == 1200 and 30 < table.loc["valid"].sum() < 90
+    names = json.loads((tmp_path / "data" / "domains.json").read_text())
+    assert names == {"Pile-CC": "pile_cc", "Wikipedia (en)": "wikipedia_en"}
+
+
+def test_max_tokens_tokenizes_a_sample_of_every_file_and_estimates_the_whole(tmp_path):
+    write_pile(tmp_path / "pile", files=4, docs=1000)
+    options = ReadOptions(domain_field="meta.pile_set_name")
+    full = prepare_corpus(tmp_path / "pile", tmp_path / "full", "byte", options=options)
+    sampled = prepare_corpus(
+        tmp_path / "pile",
+        tmp_path / "sampled",
+        "byte",
+        options=options,
+        max_tokens=150_000,
+        bytes_per_job=1,
+    )
+    full, sampled = (t.set_index("domain") for t in (full, sampled))
+    # Pile-CC (~700k tokens) is sampled to about max_tokens (+10% margin), ~700 documents;
+    assert 135_000 < sampled.loc["pile_cc", "tokens"] < 200_000 < full.loc["pile_cc", "tokens"]
+    # the full size is estimated from the sample (±15% is 4 sd for ~700 documents), and every
+    # file contributed documents.
+    estimate = sampled.loc["pile_cc", "estimated_tokens"] / full.loc["pile_cc", "tokens"]
+    assert 0.85 < estimate < 1.15
+    index = json.loads((tmp_path / "sampled" / "train" / "pile_cc.json").read_text())
+    assert len(index["shards"]) == 4 and all(s["tokens"] > 5_000 for s in index["shards"])
+
+
+def test_cli_prepares_a_pile_layout_sample(tmp_path):
+    write_pile(tmp_path / "pile", files=2, docs=1000)
+    command = [sys.executable, "-m", "regmix.cli", "prepare", "--corpus", str(tmp_path / "pile")]
+    command += ["--out", str(tmp_path / "data"), "--domain-field", "meta.pile_set_name"]
+    command += ["--valid-fraction", "0.05", "--max-tokens", "100000"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stats = pd.read_parquet(tmp_path / "data" / "stats.parquet").set_index(["split", "domain"])
+    assert stats.loc[("train", "pile_cc"), "tokens"] < 150_000  # of ~350k: sampled
+    assert (tmp_path / "data" / "survey.json").is_file()

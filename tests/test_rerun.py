@@ -136,13 +136,20 @@ def test_editing_a_stage_module_reruns_that_stage_and_downstream(finished):
     jobs = planned_after_editing(finished, "search.regression")
     # Proposals of later rounds are fitted with this code too: round 2 is proposed again
     # (its batch re-publishes if the proposal is unchanged), round 1 is not touched.
-    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1 and "prepare" not in jobs
+    assert jobs["propose_mixtures"] == 1 and proxy_jobs(jobs) == 1
+    assert "prepare_group" not in jobs and "collect_shards" not in jobs
     assert "sample_mixtures" not in jobs
     assert {"fit", "simulate", "predict_final", "summarize"} <= set(jobs)
     jobs = planned_after_editing(finished, "search.simulate")
     assert proxy_jobs(jobs) == 0 and "fit" not in jobs and "propose_mixtures" not in jobs
     assert {"simulate", "summarize"} <= set(jobs) and jobs["train_final"] == 1
     assert planned_jobs(workdir, config, checkout) == {}
+
+
+def test_editing_the_corpus_reader_reruns_the_data_jobs_and_everything_after(finished):
+    jobs = planned_after_editing(finished, "data.readers")
+    assert jobs["prepare_group"] == 1 and jobs["collect_shards"] == 1
+    assert "synth_corpus" not in jobs and proxy_jobs(jobs) > 0
 
 
 def training_processes(workdir: Path) -> list[int]:

@@ -214,6 +214,39 @@ def test_a_sweep_stopped_after_round_one_resumes_without_training_it_again(clust
     assert {p: p.stat().st_mtime_ns for p in trained} == trained  # round 1 left as it was
 
 
+def test_the_data_stage_runs_as_one_slurm_job_per_group_of_files(cluster, tmp_path):
+    """A user corpus of three files, a job each (corpus.bytes_per_job: 1): three prepare_group
+    SLURM jobs and the collect_shards fan-in, each a submission of its own."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for k in range(3):
+        lines = [
+            json.dumps({"text": f"document {k}-{i} " * 40, "meta": {"set": name}})
+            for i, name in enumerate(["Pile-CC", "Wikipedia (en)"] * 20)
+        ]
+        (corpus / f"{k:02d}.jsonl").write_text("\n".join(lines) + "\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    data_config = tmp_path / "data.yaml"
+    data_config.write_text(
+        f"corpus: {{path: {corpus}, domain_field: meta.set, valid_fraction: 0.2, "
+        "bytes_per_job: 1}\ntarget: Wikipedia (en)\n"
+    )
+    command, env = snakemake_command(cluster, workdir, "results/data/stats.parquet")
+    at = command.index("--profile")
+    command[at:at] = [str(data_config)]  # after the other --configfile files: it wins
+    result = run_bounded(command, env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    logs = slurm_logs(workdir)
+    jobs = [j for j in cluster.jobs() if j["id"] in logs]
+    groups = [j for j in jobs if re.search(r"rule prepare_group:", logs[j["id"]])]
+    fan_in = [j for j in jobs if re.search(r"rule collect_shards:", logs[j["id"]])]
+    assert len(groups) == 3 and len(fan_in) == 1, [j["comment"] for j in jobs]
+    assert all(j["state"] == "COMPLETED" for j in groups + fan_in)
+    stats = pd.read_parquet(workdir / "results/data/stats.parquet")
+    assert set(stats["domain"]) == {"pile_cc", "wikipedia_en"}
+
+
 DDP_SCRIPT = r"""
 import json, os, sys
 from regmix.training.devices import lightning_plugins, relaunch_under_srun

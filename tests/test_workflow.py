@@ -30,10 +30,15 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_data_stage_writes_shards_and_stats(finished):
     stats = pd.read_parquet(finished / "results/data/stats.parquet")
-    assert list(stats.columns) == ["domain", "split", "tokens", "documents"]
+    columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
+    assert list(stats.columns) == columns
     assert (finished / "results/corpus/planted.yaml").is_file()
     for row in stats.itertuples():
-        assert (finished / "results/data" / row.split / f"{row.domain}.bin").is_file()
+        data = finished / "results/data"
+        index = json.loads((data / row.split / f"{row.domain}.json").read_text())
+        shards = [data / shard["path"] for shard in index["shards"]]
+        assert all(shard.is_file() for shard in shards)
+        assert sum(shard.stat().st_size for shard in shards) == 2 * row.tokens  # uint16 ids
 
 
 def test_mixture_stage_writes_one_table_per_round_with_global_run_names(finished):
@@ -99,7 +104,8 @@ def test_report_figures_are_pngs(finished):
 
 
 def test_every_rule_writes_its_log(finished):
-    assert (finished / "logs/prepare.log").read_text().startswith("prepare:")
+    assert (finished / "logs/data/prepare/synthetic.log").read_text().startswith("prepare ")
+    assert (finished / "logs/data/collect_shards.log").read_text().startswith("collect-shards:")
 
 
 def test_second_invocation_has_nothing_to_do(finished):

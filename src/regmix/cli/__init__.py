@@ -20,6 +20,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     # in pipeline order, as `regmix --help` lists them
     data.add_synth_corpus,
     data.add_prepare,
+    data.add_train_tokenizer,
+    data.add_survey_corpus,
+    data.add_prepare_group,
+    data.add_collect_shards,
     data.add_sample_mixtures,
     training.add_train_proxy,
     training.add_collect_proxies,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
-from regmix.cli.args import dataclass_from, json_object, name_list
+from regmix.cli.args import add_threads_argument, dataclass_from, json_object, name_list
+from regmix.errors import RegmixError
 
 
 def add_synth_corpus(commands: argparse._SubParsersAction) -> None:
@@ -28,14 +32,57 @@ def _synth_corpus(args: argparse.Namespace) -> None:
     write_corpus(args.out, SynthConfig(seed=args.seed, scale=args.scale))
 
 
+def add_reading_arguments(p: argparse.ArgumentParser) -> None:
+    """How documents get their split and domain (the corpus.* keys of the same names)."""
+    p.add_argument("--corpus", type=Path, required=True, help="the corpus folder")
+    p.add_argument(
+        "--domains",
+        type=name_list,
+        default=None,
+        help="comma-separated domains to prepare (each must have files); empty or absent: all",
+    )
+    p.add_argument(
+        "--domain-field",
+        default=None,
+        help="take the domain from this field (dotted path, e.g. meta.pile_set_name) "
+        "instead of the file name",
+    )
+    p.add_argument("--missing-domain", choices=["error", "skip"], default="error")
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of documents outside valid/ (by a hash of the text)",
+    )
+
+
+def reading_options(args: argparse.Namespace):
+    from regmix.data.corpus import ReadOptions
+
+    if not 0 <= args.valid_fraction < 1:
+        raise RegmixError(f"--valid-fraction {args.valid_fraction}: expected 0 <= f < 1")
+    domains = frozenset(args.domains) if args.domains and args.domain_field else None
+    return ReadOptions(args.domain_field or None, args.missing_domain, args.valid_fraction, domains)
+
+
+def pin_tokenizer_threads(threads: int) -> None:
+    """The Rust tokenizer sizes its thread pool from these on first use: pin it to the job's
+    threads, so that N jobs on N cores do not each start one thread per core."""
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+
+
 def add_prepare(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "prepare",
-        help="tokenize a corpus into packed per-domain token shards",
-        description="Read <corpus>/{train,valid}/<domain>-<k>.{jsonl,jsonl.gz,parquet}, tokenize, "
-        "and write <out>/{split}/{domain}.bin with JSON sidecars and <out>/stats.parquet.",
+        help="tokenize a corpus into packed per-domain token shards (the whole data stage)",
+        description="Read a corpus (RegMix's <corpus>/{train,valid}/<domain>-<k>.<ext>, or any "
+        ".jsonl[.gz,.zst]/.json.gz/.parquet files with --domain-field), tokenize, and write "
+        "<out>/shards/<group>/{split}/{domain}.bin, the per-domain indexes "
+        "<out>/{split}/{domain}.json and <out>/stats.parquet. The workflow runs the same steps "
+        "as separate jobs (train-tokenizer, prepare-group, collect-shards).",
     )
-    p.add_argument("--corpus", type=Path, required=True)
+    add_reading_arguments(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--tokenizer",
@@ -43,20 +90,149 @@ def add_prepare(commands: argparse._SubParsersAction) -> None:
         help="'byte' (256 bytes + EOS), 'bpe:<vocab size>' (trained on the train split), "
         "or the path of a Hugging Face tokenizer.json",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes used for tokenizing")
+    p.add_argument("--workers", type=int, default=1, help="groups of files tokenized at once")
+    p.add_argument("--bytes-per-job", type=int, default=1_000_000_000)
     p.add_argument(
-        "--domains",
-        type=name_list,
-        default=None,
-        help="comma-separated domains to prepare (each must have files); empty or absent: all",
+        "--max-tokens", type=int, default=None, help="tokenize about this many per train domain"
     )
+    p.add_argument("--sample-bytes", type=int, default=100_000_000)
     p.set_defaults(handler=_prepare)
 
 
 def _prepare(args: argparse.Namespace) -> None:
     from regmix.data.prepare import prepare_corpus
 
-    prepare_corpus(args.corpus, args.out, args.tokenizer, args.workers, args.domains)
+    pin_tokenizer_threads(1)
+    options = reading_options(args)
+    prepare_corpus(
+        args.corpus,
+        args.out,
+        args.tokenizer,
+        args.workers,
+        args.domains,
+        options,
+        args.bytes_per_job,
+        args.max_tokens,
+        args.sample_bytes,
+    )
+
+
+def add_train_tokenizer(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train-tokenizer",
+        help="train a BPE on a sample of the corpus (or copy a tokenizer.json) for prepare-group",
+    )
+    add_reading_arguments(p)
+    p.add_argument("--tokenizer", required=True, help="bpe:<vocab size> or a tokenizer.json")
+    p.add_argument("--out", type=Path, required=True, help="the tokenizer.json to write")
+    p.add_argument("--sample-bytes", type=int, default=100_000_000)
+    add_threads_argument(p)
+    p.set_defaults(handler=_train_tokenizer)
+
+
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from regmix.data.prepare import make_tokenizer
+
+    pin_tokenizer_threads(args.threads or os.cpu_count() or 1)
+    make_tokenizer(args.corpus, args.tokenizer, args.out, reading_options(args), args.sample_bytes)
+
+
+def add_prepare_group(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "prepare-group",
+        help="tokenize some files of a corpus into their own token shards (one data job)",
+        description="Stream the given files (default: every file of the corpus) and write "
+        "<out>/{split}/{domain}.bin + .json and <out>/group.json; logs progress every 30 s.",
+    )
+    add_reading_arguments(p)
+    p.add_argument("--files", type=Path, nargs="*", default=None, help="files of the corpus")
+    p.add_argument("--out", type=Path, required=True, help="the group's folder")
+    p.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizer.json")
+    p.add_argument(
+        "--survey", type=Path, default=None, help="survey.json: tokenize only a sample per domain"
+    )
+    add_threads_argument(p)
+    p.set_defaults(handler=_prepare_group)
+
+
+def _prepare_group(args: argparse.Namespace) -> None:
+    from regmix.data.corpus import discover
+    from regmix.data.shards import prepare_group
+
+    pin_tokenizer_threads(args.threads or 1)
+    options = reading_options(args)
+    if args.survey is not None:
+        from regmix.data.survey import keep_fractions
+
+        options = replace(options, keep=keep_fractions(args.survey))
+    domains = args.domains if not args.domain_field else None
+    files = discover(args.corpus, domains, args.domain_field)
+    if args.files:
+        wanted = {path.resolve() for path in args.files}
+        files = [f for f in files if f.path.resolve() in wanted]
+        if len(files) != len(wanted):
+            found = {f.path.resolve() for f in files}
+            missing = sorted(str(p) for p in wanted - found)
+            raise RegmixError(f"{missing[0]}: not a file of the corpus {args.corpus}")
+    prepare_group(files, args.out, args.tokenizer, options)
+
+
+def add_survey_corpus(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "survey-corpus",
+        help="estimate each domain's size from a sample of every file (for corpus.max_tokens)",
+        description="Write survey.json: per train domain, its estimated text bytes and tokens "
+        "and the share of its documents that --max-tokens needs (prepare-group --survey).",
+    )
+    add_reading_arguments(p)
+    p.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizer.json")
+    p.add_argument("--max-tokens", type=int, required=True, help="tokens to prepare per domain")
+    p.add_argument("--sample-bytes", type=int, default=100_000_000)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_survey_corpus)
+
+
+def _survey_corpus(args: argparse.Namespace) -> None:
+    from regmix.data.survey import survey_corpus
+
+    pin_tokenizer_threads(1)
+    survey_corpus(
+        args.corpus,
+        reading_options(args),
+        args.tokenizer,
+        args.sample_bytes,
+        args.max_tokens,
+        args.out,
+    )
+
+
+def add_collect_shards(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "collect-shards",
+        help="index the groups' token shards per domain and write stats.parquet (fan-in)",
+    )
+    p.add_argument("--groups", type=Path, nargs="+", required=True, help="prepared group folders")
+    p.add_argument("--out", type=Path, required=True, help="the data folder")
+    p.add_argument("--target", default=None, help="check that the target has validation data")
+    p.set_defaults(handler=_collect_shards)
+
+
+def _collect_shards(args: argparse.Namespace) -> None:
+    from regmix.data.prepare import collect_shards
+    from regmix.data.stats import valid_domains
+
+    stats = collect_shards(args.groups, args.out)
+    train = stats[stats["split"] == "train"]
+    print(
+        f"collect-shards: {len(args.groups)} group(s) -> {len(train)} train and "
+        f"{len(stats) - len(train)} valid domains, {stats['tokens'].sum():,} tokens "
+        f"(estimated full size of train: {train['estimated_tokens'].sum():,})",
+        file=sys.stderr,
+    )
+    if args.target:
+        from regmix.workflow.preflight import check_target
+
+        check_target(args.target, valid_domains(stats))
 
 
 def add_sample_mixtures(commands: argparse._SubParsersAction) -> None:

@@ -20,44 +20,101 @@ from regmix.data.corpus import SPLITS
 from regmix.errors import RegmixError
 
 
-def shard_path(data_dir: str | os.PathLike, split: str, domain: str) -> Path:
-    return Path(data_dir) / split / f"{domain}.bin"
+def index_path(data_dir: str | os.PathLike, split: str, domain: str) -> Path:
+    """A domain's index (regmix.data.prepare): counts, dtype, tokenizer and its shard files."""
+    return Path(data_dir) / split / f"{domain}.json"
 
 
-def sidecar_path(shard: Path) -> Path:
-    return shard.with_suffix(".json")
+def read_index(path: Path) -> dict:
+    if not path.is_file():
+        raise RegmixError(f"{path}: missing domain index (run `regmix prepare` again)")
+    return json.loads(path.read_text())
 
 
-def read_sidecar(shard: Path) -> dict:
-    sidecar = sidecar_path(shard)
-    if not sidecar.is_file():
-        raise RegmixError(f"{sidecar}: missing shard sidecar (run `regmix prepare` again)")
-    return json.loads(sidecar.read_text())
+def domain_index(data_dir: str | os.PathLike, split: str, domain: str) -> dict:
+    return read_index(index_path(data_dir, split, domain))
+
+
+def any_index(data_dir: str | os.PathLike) -> dict:
+    """The index of some train domain: what every shard shares (tokenizer, dtype, EOS)."""
+    found = sorted((Path(data_dir) / "train").glob("*.json"))
+    if not found:
+        raise RegmixError(f"{Path(data_dir) / 'train'}: no token shards (run `regmix prepare`)")
+    return read_index(found[0])
 
 
 def split_domains(data_dir: str | os.PathLike, split: str) -> list[str]:
-    """The domains that have a shard in `split`, sorted."""
+    """The domains that have shards in `split`, sorted."""
     folder = Path(data_dir) / split
-    return sorted(p.stem for p in folder.glob("*.bin"))
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+class TokenStream:
+    """A domain's token shards read as one flat array: its length, slices and fancy indexing
+    (windows may cross from one shard file into the next), without copying the shards."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = [p for p in parts if len(p)] or parts[:1]
+        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("TokenStream slices take no step")
+            parts = []
+            for part, offset in zip(self.parts, self.offsets[:-1], strict=True):
+                lo, hi = max(start - offset, 0), min(stop - offset, len(part))
+                if lo < hi:
+                    parts.append(part[lo:hi])
+            return as_array(parts or [self.parts[0][:0]])
+        index = np.asarray(key)
+        flat = index.ravel()
+        which = np.searchsorted(self.offsets, flat, side="right") - 1
+        out = np.empty(flat.shape, dtype=self.dtype)
+        for part in np.unique(which):
+            chosen = which == part
+            out[chosen] = self.parts[part][flat[chosen] - self.offsets[part]]
+        return out.reshape(index.shape)
+
+
+def as_array(parts: list[np.ndarray]) -> np.ndarray | TokenStream:
+    """One shard file is its memory map itself (no indirection); several are a TokenStream."""
+    return parts[0] if len(parts) == 1 else TokenStream(parts)
+
+
+def open_domain(data_dir: str | os.PathLike, split: str, domain: str) -> np.ndarray | TokenStream:
+    path = index_path(data_dir, split, domain)
+    if not path.is_file():
+        raise RegmixError(f"{path}: no token shard for domain {domain!r} in {split}")
+    meta = read_index(path)
+    dtype = np.dtype(meta["dtype"])
+    parts = []
+    for shard in meta["shards"]:
+        file = Path(data_dir) / shard["path"]
+        if not file.is_file():
+            raise RegmixError(f"{file}: token shard missing (run `regmix prepare` again)")
+        size = file.stat().st_size // dtype.itemsize
+        if size != shard["tokens"]:
+            raise RegmixError(f"{file}: {size} tokens, its index says {shard['tokens']}")
+        parts.append(np.memmap(file, dtype=dtype, mode="r") if size else np.empty(0, dtype))
+    return as_array(parts)
 
 
 def open_shards(
     data_dir: str | os.PathLike, split: str, domains: list[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Memory-map the flat token arrays of `split` (all its domains unless `domains` is given)."""
+) -> dict[str, np.ndarray | TokenStream]:
+    """Memory-map the token shards of `split` (all its domains unless `domains` is given)."""
     if split not in SPLITS:
         raise RegmixError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
     domains = split_domains(data_dir, split) if domains is None else domains
     if not domains:
-        raise RegmixError(f"{Path(data_dir) / split}: no token shards (*.bin)")
-    shards = {}
-    for domain in domains:
-        path = shard_path(data_dir, split, domain)
-        if not path.is_file():
-            raise RegmixError(f"{path}: no token shard for domain {domain!r} in {split}")
-        meta = read_sidecar(path)
-        shards[domain] = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
-    return shards
+        raise RegmixError(f"{Path(data_dir) / split}: no token shards")
+    return {domain: open_domain(data_dir, split, domain) for domain in domains}
 
 
 def leading_share(shards: Mapping[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
@@ -71,9 +128,9 @@ def leading_share(shards: Mapping[str, np.ndarray], fraction: float) -> dict[str
 def vocab_size(data_dir: str | os.PathLike) -> int:
     """The tokenizer's vocabulary size (EOS included), read from the shards' sidecars."""
     sizes = {
-        read_sidecar(shard)["vocab_size"]
+        read_index(index)["vocab_size"]
         for split in SPLITS
-        for shard in (Path(data_dir) / split).glob("*.bin")
+        for index in (Path(data_dir) / split).glob("*.json")
     }
     if len(sizes) != 1:
         raise RegmixError(f"{data_dir}: shards disagree on vocab size ({sorted(sizes)})")

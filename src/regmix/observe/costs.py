@@ -141,7 +141,8 @@ def corpus_tokens(config: Mapping[str, Any], directory: Path, vocab: Vocabulary)
     if synthetic:
         text, source = generated, "the synthetic corpus's sizes (regmix.data.synth)"
     else:
-        text, source = _corpus_text_bytes(directory / corpus["path"], domains), corpus["path"]
+        text = _corpus_text_bytes(directory / corpus["path"], domains, corpus)
+        source = corpus["path"]
     per_token = 1.0 if vocab.size == BYTE_VOCAB else BYTES_PER_SUBWORD_TOKEN
     split = {
         name: {d: round(n / per_token) for d, n in sizes.items() if not domains or d in domains}
@@ -178,13 +179,27 @@ def _synthetic_text(corpus: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     return {"train": train, "valid": valid}
 
 
-def _corpus_text_bytes(path: Path, domains: list[str] | None) -> dict[str, dict[str, int]]:
+ALL_DOMAINS = "(all domains)"
+"""Where records name their domains, the sizes per domain are unknown before reading them."""
+
+
+def _corpus_text_bytes(
+    path: Path, domains: list[str] | None, corpus: Mapping[str, Any]
+) -> dict[str, dict[str, int]]:
     from regmix.data.corpus import discover
 
+    field = corpus.get("domain_field")
+    held_out = corpus.get("valid_fraction", 0)
     sizes: dict[str, dict[str, int]] = {"train": {}, "valid": {}}
-    for file in discover(path, domains):
-        split = sizes[file.split]
-        split[file.domain] = split.get(file.domain, 0) + text_bytes(file.path)
+    for file in discover(path, None if field else domains, field):
+        domain = file.domain or ALL_DOMAINS
+        size = text_bytes(file.path)
+        split = file.split or "train"
+        parts = {split: size}
+        if split == "train" and held_out:
+            parts = {"train": round(size * (1 - held_out)), "valid": round(size * held_out)}
+        for name, part in parts.items():
+            sizes[name][domain] = sizes[name].get(domain, 0) + part
     return sizes
 
 
@@ -196,6 +211,15 @@ def text_bytes(path: Path) -> int:
             recorded = struct.unpack("<I", f.read(4))[0]
         compressed = path.stat().st_size
         return recorded if recorded >= compressed else _read_gzip_size(path)
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        with open(path, "rb") as f:  # the frame header records the size when the writer knew it
+            try:
+                recorded = zstandard.frame_content_size(f.read(18))
+            except zstandard.ZstdError:
+                recorded = -1  # the prepare job names the damage
+        return recorded if recorded > 0 else path.stat().st_size * ZSTD_TEXT_RATIO
     if path.name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -207,6 +231,11 @@ def text_bytes(path: Path) -> int:
             if group.column(c).path_in_schema == "text"
         )
     return path.stat().st_size
+
+
+ZSTD_TEXT_RATIO = 4
+"""Text per byte of a zstd stream that does not record its size (streamed writers): about
+4 for JSON lines of English text and code at zstd's default level."""
 
 
 def _read_gzip_size(path: Path) -> int:

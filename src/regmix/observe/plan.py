@@ -16,6 +16,8 @@ from pathlib import Path
 
 from regmix.errors import RegmixError
 from regmix.observe.costs import (
+    BYTE_VOCAB,
+    BYTES_PER_SUBWORD_TOKEN,
     KEPT_RESULT_BYTES,
     CorpusTokens,
     RunCost,
@@ -24,6 +26,8 @@ from regmix.observe.costs import (
     run_cost,
     vocabulary,
 )
+from regmix.observe.data_stage import DataPlan, data_plan
+from regmix.observe.data_stage import plan_lines as data_plan_lines
 from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
@@ -101,6 +105,7 @@ class Plan:
     load: float | None = None
     """The 1-minute load average when the steps were timed."""
     gpu_tokens_per_s: float | None = None
+    data: DataPlan | None = None
 
     @property
     def gpu_hours(self) -> float | None:
@@ -201,6 +206,8 @@ def plan_workflow(
         plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
         plan.slots_prioritized = simulate_schedule(plan.jobs, cores, LONGEST_CHAIN)
     plan.disk = disk_items(plan)
+    per_byte = 1.0 if vocab.size == BYTE_VOCAB else 1 / BYTES_PER_SUBWORD_TOKEN
+    plan.data = data_plan(config, directory, per_byte, corpus.generated_bytes)
     return plan
 
 
@@ -308,6 +315,8 @@ def render_text(plan: Plan) -> str:
         lines.append(f"  {stage:14s}{sum(rules.values()):5d}   {detail}")
     lines.append(f"  {'all':14s}{len(plan.jobs):5d}")
 
+    if plan.data is not None:
+        lines += ["", *data_plan_lines(plan.data)]
     lines += ["", f"compute (vocabulary {plan.vocab.size:,}: {plan.vocab.source})"]
     lines.append(
         f"  {'':8s}{'model':>14s}{'params':>9s}{'runs':>6s}{'tokens/run':>12s}"
@@ -428,6 +437,7 @@ def plan_dict(plan: Plan) -> dict:
         "disk": [asdict(item) for item in plan.disk],
         "gpu_tokens_per_s": plan.gpu_tokens_per_s,
         "gpu_hours": plan.gpu_hours,
+        "data": asdict(plan.data) if plan.data is not None else None,
     }
     if plan.slots is not None and plan.timings is not None:
         out["timings"] = {name: asdict(t) for name, t in plan.timings.items()}

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regmix.observe.data_stage import DataStatus, data_status
+from regmix.observe.data_stage import status_line as data_status_line
 from regmix.observe.eta import estimate
 from regmix.observe.run_state import DONE, FAILED, PENDING, QUEUED, RUNNING, STAGES, STATES, Run
 from regmix.workflow import sweep as layout
@@ -85,6 +87,8 @@ class Snapshot:
     failures: list[Failure]
     eta: dict[str, Any] = field(default_factory=dict)
     """`regmix.observe.eta.estimate`: seconds (None: unknown) and what they rest on."""
+    data: DataStatus | None = None
+    """The data stage's jobs (regmix.observe.data_stage)."""
 
     def stage_rows(self) -> dict[str, dict[str, int]]:
         """Runs per state for each proxy round, the optimum's proxy check and the finals."""
@@ -278,6 +282,7 @@ def gather(config: dict, directory: str | os.PathLike = ".") -> Snapshot:
         failures=small_stage_failures(workdir),
     )
     snapshot.eta = estimate(runs, config, root, workdir.snakemake)
+    snapshot.data = data_status(config, root, workdir.now)
     return snapshot
 
 
@@ -308,6 +313,9 @@ def render(snapshot: Snapshot) -> str:
         values = [counts[s] for s in STATES] + [sum(counts.values())]
         lines.append(f"{label:22}" + "".join(f"{v:>9}" for v in values))
     lines += ["", *wrapped(f"stages:   {steps_text(snapshot.steps)}")]
+    if snapshot.data is not None:
+        lines += wrapped(data_status_line(snapshot.data))
+        lines += [f"  failed {clip(line)}" for line in snapshot.data.failed[:SHOWN]]
     diverged = [r.name for r in snapshot.runs if r.outcome == "diverged"]
     if diverged:
         lines += wrapped(f"diverged: {listed(diverged)}")

@@ -212,13 +212,13 @@ def write_report_figures(
     planted: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Draw every report figure (FIGURES) into out_dir from the workflow's artefacts."""
-    from regmix.data.stats import read_stats, train_tokens
+    from regmix.data.stats import full_train_tokens, read_stats
     from regmix.search.mixtures import read_planted, token_prior, weights_from_yaml
     from regmix.search.regression import CV_FILE, METRICS_FILE
     from regmix.search.runs import parse_target
 
     out_dir = Path(out_dir)
-    prior = token_prior(train_tokens(read_stats(stats)))
+    prior = token_prior(full_train_tokens(read_stats(stats)))
     domains = list(prior.index)
     plot_weight_distributions(read_table(proxy_mixtures, ["run"]), prior, out_dir / FIGURES[0])
 

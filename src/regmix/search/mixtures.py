@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix.data.stats import read_stats, train_tokens, valid_domains
+from regmix.data.stats import full_train_tokens, read_stats, train_tokens, valid_domains
 from regmix.errors import RegmixError
 from regmix.files import read_yaml, write_table, write_yaml
 
@@ -235,7 +235,7 @@ def write_proxy_mixtures(
     """Sample the proxy mixtures from a stats table and write the table (and per-run YAMLs)."""
     stats = read_stats(stats_path)
     tokens = train_tokens(stats)
-    prior = token_prior(tokens)
+    prior = token_prior(full_train_tokens(stats))
     caps = domain_caps(tokens, final_tokens, config.max_epochs)
     weights = sample_mixtures(prior, caps, n, config, seed)
     table = mixture_table(run_names(n), list(prior.index), weights)
@@ -302,7 +302,7 @@ def final_mixture(
     """
     stats = read_stats(stats_path)
     tokens = train_tokens(stats)
-    prior = token_prior(tokens)
+    prior = token_prior(full_train_tokens(stats))
     domains = list(prior.index)
     caps = domain_caps(tokens, final_tokens, max_epochs)
     if name == "regmix":

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from regmix.data.stats import read_stats, train_tokens
+from regmix.data.stats import full_train_tokens, read_stats, train_tokens
 from regmix.errors import RegmixError
 from regmix.files import write_table
 from regmix.parallel import quiet_convergence
@@ -313,7 +313,8 @@ def propose(
         if tokens.isna().any():
             missing = ", ".join(tokens.index[tokens.isna()])
             raise RegmixError(f"{stats_path}: no train tokens for domain(s) {missing}")
-        centre = sharpened_prior(token_prior(tokens).to_numpy(), sampler.temperature)
+        full = full_train_tokens(read_stats(stats_path)).reindex(domains)
+        centre = sharpened_prior(token_prior(full).to_numpy(), sampler.temperature)
         caps = domain_caps(tokens, final_tokens, sampler.max_epochs).to_numpy()
         best = data.weights[np.argsort(data.target)[: config.local_runs]]
         first = []

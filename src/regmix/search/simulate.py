@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regmix.data.stats import read_stats, train_tokens, valid_domains
+from regmix.data.stats import full_train_tokens, read_stats, train_tokens, valid_domains
 from regmix.errors import RegmixError
 from regmix.files import write_table, write_yaml
 from regmix.parallel import KERNEL_BLOCK, available_threads, parallel_map, squared_distances
@@ -331,7 +331,8 @@ def simulate(
     domains = model.domains
     stats = read_stats(stats_path)
     tokens = _domain_series(stats, stats_path, domains)
-    prior = token_prior(tokens)  # tokens are in the model's domain order, all of them > 0
+    # In the model's domain order, all > 0: the prior from full sizes, caps from tokens prepared.
+    prior = token_prior(full_train_tokens(stats).reindex(domains))
     caps = domain_caps(tokens, final_tokens, sampler.max_epochs)
     candidates = Candidates(
         centre=sharpened_prior(prior.to_numpy(), sampler.temperature),

@@ -41,10 +41,10 @@ from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from regmix.data.loader import (
     MixedBatches,
+    any_index,
+    domain_index,
     leading_share,
     open_shards,
-    read_sidecar,
-    shard_path,
     vocab_size,
 )
 from regmix.data.loader import validation_windows as make_validation_windows
@@ -106,11 +106,17 @@ def data_fingerprint(
 ) -> str:
     """Hash of the shards' sidecars (token counts, dtype, tokenizer) that a run reads."""
     sidecars = {
-        f"{split}/{domain}": read_sidecar(shard_path(data_dir, split, domain))
+        f"{split}/{domain}": _without_paths(domain_index(data_dir, split, domain))
         for split, domains in (("train", train), ("valid", valid))
         for domain in domains
     }
     return digest(sidecars)
+
+
+def _without_paths(index: dict) -> dict:
+    """A domain's index less its shard file names: a run depends on the tokens, not on how the
+    data stage grouped its files into jobs."""
+    return {k: v for k, v in index.items() if k != "shards"}
 
 
 def precision_for(config: TrainConfig) -> str:
@@ -326,7 +332,7 @@ def export_model(model: torch.nn.Module, data_dir: str | os.PathLike, folder: Pa
     """Export for Hugging Face with the data's tokenizer (its tokenizer.json, or bytes)."""
     from regmix.training.export import export_hf
 
-    eos_id = read_sidecar(next((Path(data_dir) / "train").glob("*.bin")))["eos_id"]
+    eos_id = any_index(data_dir)["eos_id"]
     tokenizer = Path(data_dir) / "tokenizer.json"
     model = getattr(model, "_orig_mod", model)  # an in-place compiled model keeps its names
     export_hf(model, folder, eos_id, tokenizer if tokenizer.is_file() else None)

@@ -46,6 +46,9 @@ class CorpusDomains:
     valid: list[str]
     files: list[Path]
     """The corpus files listed (empty for the synthetic corpus, which a rule generates)."""
+    known: bool = True
+    """False when the records name their domains (corpus.domain_field): the domains are known
+    only once the data is prepared, and the fan-in checks them (regmix collect-shards)."""
 
 
 def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
@@ -55,9 +58,11 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     relative to `workdir`, Snakemake's working directory, as in the rules.
     """
     workdir = Path(workdir)
+    check_corpus_reading(config["corpus"])
     corpus = corpus_domains(config["corpus"], workdir)
     check_tokenizer(config["corpus"]["tokenizer"], workdir)
-    check_target(config["target"], corpus.valid)
+    if corpus.known:
+        check_target(config["target"], corpus.valid)
     for section in TRAINING_SECTIONS:
         check_training_settings(config[section], section)
         check_device_split(config[section], section)
@@ -65,6 +70,8 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     check_regression(config["regression"], config["mixtures"]["rounds"])
     check_simulation(config["simulation"])
     stats = current_stats(config["corpus"], workdir, corpus)
+    if stats is not None and not corpus.known:  # records name their domains: as prepared
+        check_target(config["target"], _shard_domains(workdir / DATA / "valid"))
     if stats is not None:
         check_caps(config, stats)
         check_windows(config, stats)
@@ -105,26 +112,52 @@ def corpus_domains(corpus: Mapping, workdir: Path) -> CorpusDomains:
         found = CorpusDomains(train, [*train, TARGET], [])
         where = "the synthetic corpus"
     else:
-        found = list_corpus(workdir / corpus["path"])
+        found = list_corpus(workdir / corpus["path"], corpus)
         where = corpus["path"]
     return restrict_domains(found, corpus["domains"], where)
 
 
-def list_corpus(path: Path) -> CorpusDomains:
+def list_corpus(path: Path, corpus: Mapping) -> CorpusDomains:
     from regmix.data.corpus import discover
 
     try:
-        files = discover(path)
+        files = discover(path, None, corpus["domain_field"])
     except RegmixError as error:
         raise RegmixError(f"config key corpus.path: {error}") from None
+    if corpus["domain_field"] is not None:
+        return CorpusDomains([], [], [f.path for f in files], known=False)
     train = sorted({f.domain for f in files if f.split == "train"})
     valid = sorted({f.domain for f in files if f.split == "valid"})
+    if corpus["valid_fraction"] > 0:
+        valid = sorted({*valid, *train})
     return CorpusDomains(train, valid, [f.path for f in files])
+
+
+def check_corpus_reading(corpus: Mapping) -> None:
+    """Keys about how the corpus is read that only make sense with a user's corpus."""
+    if corpus["path"] is None and corpus["domain_field"] is not None:
+        raise RegmixError(
+            "config key corpus.domain_field: set corpus.path too (the synthetic demo corpus "
+            "names its domains by file)"
+        )
+
+
+def resolve_domain_names(config: dict) -> None:
+    """Let `target` and `corpus.domains` use the corpus's own spelling (`Wikipedia (en)`) as
+    well as the identifier the prepared data uses (`wikipedia_en`), when records name their
+    domains; the rest of the workflow sees identifiers only."""
+    from regmix.data.domains import resolve, resolve_target
+
+    corpus = config["corpus"]
+    normalised = corpus.get("domain_field") is not None
+    config["target"] = resolve_target(config["target"], normalised)
+    if corpus.get("domains") is not None:
+        corpus["domains"] = [resolve(d, normalised) for d in corpus["domains"]]
 
 
 def restrict_domains(found: CorpusDomains, domains: list[str] | None, where: str) -> CorpusDomains:
     """`corpus.domains` keeps only the listed domains, in both splits (as `regmix prepare`)."""
-    if domains is None:
+    if domains is None or not found.known:
         return found
     known = sorted({*found.train, *found.valid})
     for domain in domains:
@@ -371,16 +404,19 @@ def current_stats(corpus: Mapping, workdir: Path, domains: CorpusDomains) -> Pat
     if corpus["path"] is None and not _synthetic_corpus_matches(corpus, workdir, made):
         return None
     prepared = {split: _shard_domains(workdir / DATA / split) for split in ("train", "valid")}
-    if prepared != {"train": sorted(domains.train), "valid": sorted(domains.valid)}:
+    if not prepared["train"]:
         return None
-    sidecar = workdir / DATA / "train" / f"{domains.train[0]}.json"
+    expected = {"train": sorted(domains.train), "valid": sorted(domains.valid)}
+    if domains.known and prepared != expected:
+        return None
+    sidecar = workdir / DATA / "train" / f"{prepared['train'][0]}.json"
     if not _same_tokenizer(corpus["tokenizer"], sidecar, workdir):
         return None
     return stats
 
 
 def _shard_domains(folder: Path) -> list[str]:
-    return sorted(p.stem for p in folder.glob("*.bin"))
+    return sorted(p.stem for p in folder.glob("*.json"))
 
 
 def _synthetic_corpus_matches(corpus: Mapping, workdir: Path, made: float) -> bool:
