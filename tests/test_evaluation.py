@@ -125,7 +125,7 @@ def test_local_task_with_a_missing_data_file_is_named(tmp_path):
     (tmp_path / "task" / "data.jsonl").unlink()
     with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl"):
         check_tasks([str(task)])
-    with pytest.raises(RegmixError, match="no such file or folder"):
+    with pytest.raises(RegmixError, match="no such task file or folder"):
         check_tasks([str(tmp_path / "nowhere.yaml")])
 
 

@@ -35,6 +35,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     evaluation.add_collect_downstream,
     final.add_summarize,
     final.add_report,
+    final.add_report_downstream,
     plan.add_plan,
     status.add_status,
     data.add_presets,

@@ -20,6 +20,7 @@ import yaml
 
 from regmix.errors import RegmixError
 
+KEY = "config key evaluation.tasks"
 PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "xml", "webdataset"}
 """`datasets` builders that read the files named in `data_files` (no Hub repository)."""
 
@@ -210,8 +211,10 @@ def check_tasks(entries: list[str]) -> None:
     index = None
     for entry in entries:
         if is_path(entry):
-            selection = select_tasks([entry])
             path = Path(entry)
+            if not path.exists():
+                raise RegmixError(f"{KEY}: {entry}: no such task file or folder")
+            selection = select_tasks([entry])
             configs = [load_task_yaml(path)] if path.is_file() else folder_tasks(path)
             local = LocalTasks(Path(selection.include_paths[0]))
             configs = [c for config in configs for c in local.expand(config)]
@@ -220,21 +223,21 @@ def check_tasks(entries: list[str]) -> None:
                 folder = lm_eval_tasks_folder()
                 if folder is None:
                     raise RegmixError(
-                        f"evaluation.tasks: {entry!r} is an lm-eval task but lm-eval is not "
+                        f"{KEY}: {entry!r} is an lm-eval task but lm-eval is not "
                         "installed (pip install 'regmix[eval]')"
                     )
                 index = LmEvalTasks(folder)
             configs = index.configs(entry)
             if not configs:
                 raise RegmixError(
-                    f"evaluation.tasks: unknown task {entry!r} (not an lm-eval task, group or "
+                    f"{KEY}: unknown task {entry!r} (not an lm-eval task, group or "
                     "tag, nor a local .yaml file or folder)"
                 )
         for config in configs:
             if (problem := data_problem(config)) is not None:
                 name = config.get("task", entry)
                 raise RegmixError(
-                    f"evaluation.tasks: {entry}: task {name}: {problem} "
+                    f"{KEY}: {entry}: task {name}: {problem} "
                     "(evaluation runs offline: download it first, or drop the task)"
                 )
 

@@ -24,6 +24,11 @@ from regmix.observe.costs import (
     run_cost,
     vocabulary,
 )
+from regmix.observe.evaluation_cost import (
+    EVAL_PROCESS_SECONDS,
+    EvaluationCost,
+    evaluation_cost,
+)
 from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
@@ -101,6 +106,8 @@ class Plan:
     load: float | None = None
     """The 1-minute load average when the steps were timed."""
     gpu_tokens_per_s: float | None = None
+    evaluation: EvaluationCost | None = None
+    """Downstream evaluation of each final model (also when the section is off: its estimate)."""
 
     @property
     def gpu_hours(self) -> float | None:
@@ -166,6 +173,10 @@ def plan_workflow(
         jobs=[],
         gpu_tokens_per_s=gpu_tokens_per_s,
     )
+    if config["evaluation"]["enabled"] or config["evaluation"]["tasks"]:
+        plan.evaluation = evaluation_cost(
+            config["evaluation"], final.cost, config["corpus"]["tokenizer"] == "byte"
+        )
     if timings is not None:
         plan.timings = dict(timings)
     elif measure:
@@ -380,6 +391,7 @@ def render_text(plan: Plan) -> str:
             "priority; started longest chain first, as priorities along the proxy-to-optimum "
             f"chain would make it: {_clock(makespan(plan.slots_prioritized))})"
         )
+    lines += evaluation_lines(plan)
     if plan.gpu_hours is not None:
         lines += [
             "",
@@ -388,6 +400,51 @@ def render_text(plan: Plan) -> str:
             "start-up or idle time)",
         ]
     return "\n".join(lines)
+
+
+def evaluation_seconds(plan: Plan) -> float | None:
+    """One final model's evaluation job on this machine (from the final step's timing)."""
+    if plan.evaluation is None or plan.timings is None or "final" not in plan.timings:
+        return None
+    tokens_per_s = plan.final.cost.train.tokens_per_step / plan.timings["final"].step_seconds
+    return plan.evaluation.seconds(tokens_per_s)
+
+
+def evaluation_lines(plan: Plan) -> list[str]:
+    cost = plan.evaluation
+    if cost is None:
+        return []
+    state = "on" if cost.enabled else "off: evaluation.enabled is false; an estimate"
+    lines = ["", f"downstream evaluation per final model ({state}; lm-eval requests)"]
+    lines.append(f"  {'task':24s}{'requests':>10s}{'tokens/req':>12s}{'tokens':>10s}   source")
+    for task in cost.tasks:
+        if task.requests is None:
+            lines.append(f"  {task.task:24s}{'?':>10s}{'?':>12s}{'?':>10s}   {task.source}")
+            continue
+        lines.append(
+            f"  {task.task:24s}{task.requests:10,d}{task.tokens_per_request:12d}"
+            f"{_count(task.tokens):>10s}   {task.source}"
+        )
+    models = plan.final.runs
+    lines.append(
+        f"  per model: {_count(cost.tokens)} tokens, {cost.flops:.2e} forward FLOPs; "
+        f"{models} models: {models * cost.flops:.2e} FLOPs "
+        f"({cost.flops / max(plan.final.cost.flops, 1):.2%} of a final model's training)"
+    )
+    seconds = evaluation_seconds(plan)
+    if seconds is not None:
+        lines.append(
+            f"  per model on this machine: ~{_clock(seconds)} ({EVAL_PROCESS_SECONDS:.0f} s "
+            "start-up + forward passes at the final model's timed speed)"
+        )
+    if plan.gpu_tokens_per_s:
+        gpu_hours = models * cost.tokens / (3 * plan.gpu_tokens_per_s) / 3600
+        lines.append(
+            f"  GPU-hours for all models (forward at 3× training tokens/s): {gpu_hours:,.2f}"
+        )
+    if cost.unknown:
+        lines.append(f"  not counted (unknown size): {', '.join(cost.unknown)}")
+    return lines
 
 
 def plan_dict(plan: Plan) -> dict:
@@ -429,6 +486,14 @@ def plan_dict(plan: Plan) -> dict:
         "gpu_tokens_per_s": plan.gpu_tokens_per_s,
         "gpu_hours": plan.gpu_hours,
     }
+    if plan.evaluation is not None:
+        out["evaluation"] = {
+            "enabled": plan.evaluation.enabled,
+            "tasks": [asdict(t) for t in plan.evaluation.tasks],
+            "tokens_per_model": plan.evaluation.tokens,
+            "flops_per_model": plan.evaluation.flops,
+            "seconds_per_model": evaluation_seconds(plan),
+        }
     if plan.slots is not None and plan.timings is not None:
         out["timings"] = {name: asdict(t) for name, t in plan.timings.items()}
         out["run_times"] = {name: asdict(t) for name, t in (plan.run_times or {}).items()}
