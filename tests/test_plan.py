@@ -89,7 +89,9 @@ def test_embedded_default_jobs_and_compute_by_hand(tmp_path):
     assert stages["proxies"] == {"train_proxy": 8, "collect_proxies": 1}
     assert stages["mixtures"] == {"sample_mixtures": 1, "propose_mixtures": 2}
     assert stages["final models"]["train_final"] == 10  # 4 + heldout01..06
-    assert len(plan.jobs) == 44
+    # + evaluation: the continuation task, one evaluate per final model, the table, its figure
+    assert stages["evaluation"] == {"continuation_task": 1, "evaluate": 10, "collect_downstream": 1}
+    assert len(plan.jobs) == 44 + 13
     # demo_proxy: 2 layers, width 128, MLP 256: 2 · 164,096 + 128 non-embedding parameters.
     assert plan.proxy.cost.model.non_embedding_params == 328_320
     assert plan.proxy.cost.flops_per_token == 6 * (328_320 + 257 * 128) + 6 * 2 * 128 * 128

@@ -84,6 +84,16 @@ CASES = {
         {"regression": {"folds": 8}},
         "config key regression.folds: 8 folds need at least 8 proxy runs (mixtures.rounds gives 6)",
     ),
+    "evaluation task": (
+        {"evaluation": {"enabled": True, "tasks": ["hellaswagg"]}},
+        "config key evaluation.tasks: unknown task 'hellaswagg' (not an lm-eval task, group or "
+        "tag, nor a local .yaml file or folder)",
+    ),
+    "evaluation data offline": (  # this machine's Hugging Face cache has no hellaswag
+        {"evaluation": {"enabled": True, "tasks": ["hellaswag"]}},
+        "config key evaluation.tasks: hellaswag: task hellaswag: dataset Rowan/hellaswag is "
+        "neither local nor in the Hugging Face cache",
+    ),
 }
 
 TRAINING_OUTPUTS = ("results/proxy", "results/final", "results/checkpoints", "logs/proxy")

@@ -207,12 +207,21 @@ def plan_workflow(
         plan.run_times,
         small,
         baselines_wait_for_optimum,
+        _evaluate_job_seconds(plan) if plan.evaluation and plan.evaluation.enabled else None,
     )
     if plan.run_times is not None:
         plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
         plan.slots_prioritized = simulate_schedule(plan.jobs, cores, LONGEST_CHAIN)
     plan.disk = disk_items(plan)
     return plan
+
+
+def _evaluate_job_seconds(plan: Plan) -> float:
+    """One evaluate job in the schedule: timed from the final step, or 0 when not measured."""
+    if plan.timings is None:
+        return 0.0
+    tokens_per_s = plan.final.cost.train.tokens_per_step / plan.timings["final"].step_seconds
+    return plan.evaluation.seconds(tokens_per_s)
 
 
 def _with_imports(timing: StepTiming, imports: float) -> StepTiming:
@@ -404,10 +413,9 @@ def render_text(plan: Plan) -> str:
 
 def evaluation_seconds(plan: Plan) -> float | None:
     """One final model's evaluation job on this machine (from the final step's timing)."""
-    if plan.evaluation is None or plan.timings is None or "final" not in plan.timings:
+    if plan.evaluation is None or plan.timings is None:
         return None
-    tokens_per_s = plan.final.cost.train.tokens_per_step / plan.timings["final"].step_seconds
-    return plan.evaluation.seconds(tokens_per_s)
+    return _evaluate_job_seconds(plan)
 
 
 def evaluation_lines(plan: Plan) -> list[str]:
