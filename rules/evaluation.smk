@@ -18,11 +18,13 @@ rule continuation_task:
         examples=config["evaluation"]["continuation"]["examples"],
         choices=config["evaluation"]["continuation"]["choices"],
         seed=config["evaluation"]["continuation"]["seed"],
+        max_tokens=config["final"]["seq_len"],
         out=output_folder,
         code=source_hash("evaluation.continuation", "data.corpus"),
     shell:
         "regmix continuation-task --corpus {input.corpus} --target {params.target:q}"
         " --examples {params.examples} --choices {params.choices} --seed {params.seed}"
+        " --max-tokens {params.max_tokens}"
         " --out-dir {params.out} > {log} 2>&1"
 
 

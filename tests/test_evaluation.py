@@ -58,6 +58,13 @@ def test_continuation_examples_hide_the_true_continuation_among_other_documents(
     assert len(set(labels)) > 1  # the answer is not always in the same place
 
 
+def test_continuation_examples_fit_a_short_model_in_bytes():
+    documents = [text.replace("a", "å") for text in _documents()]  # two bytes each
+    for example in make_examples(documents, n=30, max_tokens=32):
+        assert len(example["context"].encode()) <= 16
+        assert all(0 < len(choice.encode()) <= 8 for choice in example["choices"])
+
+
 def test_continuation_task_needs_documents_from_enough_places():
     with pytest.raises(RegmixError, match="too few examples"):
         make_examples(_documents(n=2), n=10, choices=4)
@@ -74,7 +81,7 @@ def test_continuation_task_is_written_from_the_target_domain(tmp_path):
 def _export(folder, seed=0):
     torch.manual_seed(seed)
     config = ModelConfig(
-        n_layer=1, n_head=2, n_embd=16, intermediate_size=32, vocab_size=257, max_seq_len=128
+        n_layer=1, n_head=2, n_embd=16, intermediate_size=32, vocab_size=257, max_seq_len=32
     )
     return export_hf(Transformer(config).eval(), folder, eos_id=BYTE_EOS)
 
@@ -83,8 +90,9 @@ def test_lm_eval_scores_an_export_with_no_file_added_by_hand(tmp_path):
     pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
     from regmix.evaluation.harness import EvalSettings, evaluate_model
 
-    model = _export(tmp_path / "m" / "hf")
-    task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 20)
+    model = _export(tmp_path / "m" / "hf")  # 32 positions, as short as the tiny workflow's
+    corpus = _corpus(tmp_path / "corpus")
+    task = write_continuation_task(corpus, "target", tmp_path / "task", 20, max_tokens=32)
     settings = EvalSettings(tasks=(str(task),), batch_size=8)
     results = evaluate_model(model, settings, tmp_path / "m" / "eval", threads=1, device="cpu")
     scores = results["results"]["continuation_target"]

@@ -21,6 +21,12 @@ def add_continuation_task(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="a domain, mean, or a:0.5,b:0.5")
     p.add_argument("--examples", type=int, default=200, help="at most this many (default 200)")
     p.add_argument("--choices", type=int, default=4, help="choices per example (default 4)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="the evaluated models' length (final.seq_len): an example fits in 3/4 of it",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(handler=_continuation_task)
@@ -30,7 +36,13 @@ def _continuation_task(args: argparse.Namespace) -> None:
     from regmix.evaluation.continuation import write_continuation_task
 
     write_continuation_task(
-        args.corpus, args.target, args.out_dir, args.examples, args.choices, args.seed
+        args.corpus,
+        args.target,
+        args.out_dir,
+        args.examples,
+        args.choices,
+        args.max_tokens,
+        args.seed,
     )
 
 

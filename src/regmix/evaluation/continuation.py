@@ -24,29 +24,39 @@ DATA_FILE = "data.jsonl"
 TASK_FILE = "task.yaml"
 
 
+def example_bytes(max_tokens: int) -> tuple[int, int]:
+    """UTF-8 bytes of a context and of a continuation for a model of `max_tokens` positions.
+
+    A byte-level tokenizer never makes more tokens than bytes, so context + continuation fit
+    in 3/4 of the model's length whatever the tokenizer (lm-eval refuses a continuation longer
+    than the model's length, and cuts a context that is).
+    """
+    return min(max_tokens // 2, 192), min(max_tokens // 4, 48)
+
+
 def cut_examples(
-    documents: list[str], context_chars: int, continuation_chars: int
+    documents: list[str], context_bytes: int, continuation_bytes: int
 ) -> list[tuple[int, str, str]]:
-    """(document, context, continuation) pairs cut at word boundaries, one after another."""
+    """(document, context, continuation) triples cut at word boundaries, one after another."""
     examples = []
     for doc, text in enumerate(documents):
         words = text.split()
         start = 0
         while start < len(words):
-            context, end = _take(words, start, context_chars)
-            continuation, stop = _take(words, end, continuation_chars)
-            if not context or len(continuation) < continuation_chars // 2:
+            context, end = _take(words, start, context_bytes)
+            continuation, stop = _take(words, end, continuation_bytes)
+            if not context or len(continuation.encode()) < continuation_bytes // 2:
                 break
             examples.append((doc, context, continuation))
             start = stop
     return examples
 
 
-def _take(words: list[str], start: int, chars: int) -> tuple[str, int]:
-    """Whole words from `start` until about `chars` characters."""
-    end, length = start, 0
-    while end < len(words) and length + len(words[end]) <= chars:
-        length += len(words[end]) + 1
+def _take(words: list[str], start: int, size: int) -> tuple[str, int]:
+    """Whole words from `start`, at most `size` UTF-8 bytes with the spaces between them."""
+    end, length = start, -1
+    while end < len(words) and length + 1 + len(words[end].encode()) <= size:
+        length += 1 + len(words[end].encode())
         end += 1
     return " ".join(words[start:end]), end
 
@@ -55,13 +65,12 @@ def make_examples(
     documents: list[str],
     n: int,
     choices: int = 4,
-    context_chars: int = 64,
-    continuation_chars: int = 32,
+    max_tokens: int = 128,
     seed: int = 0,
 ) -> list[dict]:
     """Up to `n` examples: `context`, `choices` (the true continuation among distractors from
-    other documents) and `label` (the index of the true one)."""
-    cut = cut_examples(documents, context_chars, continuation_chars)
+    other documents) and `label` (the index of the true one), sized for `max_tokens`."""
+    cut = cut_examples(documents, *example_bytes(max_tokens))
     if len({doc for doc, _, _ in cut}) < choices:
         raise RegmixError(
             f"continuation task: {len(documents)} documents give too few examples from "
@@ -119,6 +128,7 @@ def write_continuation_task(
     out_dir: str | os.PathLike,
     n: int = 200,
     choices: int = 4,
+    max_tokens: int = 128,
     seed: int = 0,
 ) -> Path:
     """Write `<out_dir>/task.yaml` and `data.jsonl` from the target domains' validation
@@ -127,7 +137,7 @@ def write_continuation_task(
     domains = target_domains(target, sorted({f.domain for f in valid}))
     files = [f for f in valid if f.domain in domains]
     documents = list(islice((text for f in files for text in read_documents(f.path)), 10 * n))
-    examples = make_examples(documents, n, choices=choices, seed=seed)
+    examples = make_examples(documents, n, choices=choices, max_tokens=max_tokens, seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / DATA_FILE) as tmp:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from regmix.evaluation.continuation import example_bytes
 from regmix.observe.costs import BYTES_PER_SUBWORD_TOKEN, RunCost
 
 
@@ -95,8 +96,8 @@ def evaluation_cost(evaluation: Mapping, final: RunCost, byte_tokens: bool) -> E
     tasks = []
     continuation = evaluation.get("continuation", {})
     if continuation.get("examples", 0) > 0:
-        chars = 64 + 32  # regmix.evaluation.continuation's context + continuation
-        per = chars if byte_tokens else round(chars / BYTES_PER_SUBWORD_TOKEN)
+        size = sum(example_bytes(max_tokens))  # UTF-8 bytes: at most this many tokens
+        per = size if byte_tokens else round(size / BYTES_PER_SUBWORD_TOKEN)
         size = TaskSize(continuation["examples"], continuation.get("choices", 4), per)
         tasks.append(_task_cost("continuation (target)", size, shots, limit, max_tokens, "made"))
     for name in evaluation.get("tasks", []):
