@@ -146,4 +146,4 @@ def test_paired_difference_sees_a_consistent_gain_and_its_absence():
     gain = paired_difference(better.astype({"score": float}), theirs.astype({"score": float}))
     assert gain["lower"] > 0 and gain["p_better"] > 0.99
     same = paired_difference(theirs.astype({"score": float}), theirs.astype({"score": float}))
-    assert same["difference"] == 0 and same["p_better"] == 0
+    assert same["difference"] == 0 and same["p_better"] == 0.5

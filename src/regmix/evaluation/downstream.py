@@ -90,7 +90,8 @@ def paired_difference(
     ours: pd.DataFrame, theirs: pd.DataFrame, n_boot: int = 2000, seed: int = 0
 ) -> dict:
     """Mean per-example score difference (ours − theirs) over the examples both answered, its
-    95% bootstrap interval and P(ours better) (the share of resamples with a positive mean).
+    95% bootstrap interval and P(ours better): the share of resamples with a positive mean, a
+    tie counting half (two models that answer alike are a coin toss, not a loss).
 
     The average over tasks weights each task equally, so resampling is stratified by task.
     """
@@ -110,5 +111,5 @@ def paired_difference(
         "difference": float(np.mean(observed)),
         "lower": float(lower),
         "upper": float(upper),
-        "p_better": float((boot > 0).mean()),
+        "p_better": float((boot > 0).mean() + 0.5 * (boot == 0).mean()),
     }
