@@ -15,6 +15,7 @@ include: "rules/mixtures.smk"
 include: "rules/proxy.smk"
 include: "rules/regression.smk"
 include: "rules/final.smk"
+include: "rules/evaluation.smk"
 include: "rules/report.smk"
 
 

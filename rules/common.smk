@@ -333,10 +333,73 @@ def optimum_proxy_argument(wildcards, input):
     return f"--optimum-proxy {Path(input.optimum_record).parent}" if SWEEP.check_optimum else ""
 
 
+# --- downstream evaluation (rules/evaluation.smk) ---
+
+CONTINUATION_TASK = "results/evaluation/continuation"
+EVALUATION_MODULES = ("evaluation.harness", "evaluation.tasks")
+
+
+def evaluating():
+    return config["evaluation"]["enabled"]
+
+
+def evaluation_task_entries():
+    """The tasks lm-eval runs: the configured ones, then the target's continuation task."""
+    tasks = list(config["evaluation"]["tasks"])
+    if config["evaluation"]["continuation"]["examples"] > 0:
+        tasks.append(f"{CONTINUATION_TASK}/task.yaml")
+    return tasks
+
+
+def evaluation_settings():
+    """The evaluate rule's --settings (EvalSettings): every field changes a score."""
+    evaluation = config["evaluation"]
+    keys = ("num_fewshot", "limit", "batch_size", "seed")
+    return {"tasks": evaluation_task_entries(), **{k: evaluation[k] for k in keys}}
+
+
+def evaluation_inputs(wildcards):
+    """One final model's exported folder (the files lm-eval reads) and the generated task."""
+    folder = f"results/final/{wildcards.name}/hf"
+    inputs = {
+        "config": f"{folder}/config.json",
+        "weights": f"{folder}/model.safetensors",
+        "tokenizer": f"{folder}/tokenizer.json",
+        "tokenizer_config": f"{folder}/tokenizer_config.json",
+    }
+    if config["evaluation"]["continuation"]["examples"] > 0:
+        inputs["task"] = f"{CONTINUATION_TASK}/task.yaml"
+        inputs["task_data"] = f"{CONTINUATION_TASK}/data.jsonl"
+    return inputs
+
+
+def evaluation_folders(wildcards, input):
+    return " ".join(str(Path(path).parent) for path in input)
+
+
+def downstream_inputs():
+    """The downstream scores and every model's per-example records, when evaluating."""
+    if not evaluating():
+        return {}
+    return {
+        "downstream": "results/final/downstream.parquet",
+        "samples": expand("results/final/{name}/eval/samples.jsonl", name=SWEEP.final_names()),
+    }
+
+
+def downstream_argument(wildcards, input):
+    """`--downstream <table> --samples <files>` for the summary, when evaluating."""
+    if not evaluating():
+        return ""
+    return f"--downstream {input.downstream} --samples {' '.join(input.samples)}"
+
+
 def get_final_output():
-    """The summary, every report figure, and every compared regressor's CV metrics."""
+    """The summary, every report figure, every compared regressor's CV metrics and, when
+    evaluating, the downstream scores."""
     return [
         rules.summarize.output.markdown,
         *rules.report_figures.output,
         *expand("results/regression/{model}/metrics.json", model=regression_models()),
+        *(["results/report/downstream.png"] if evaluating() else []),
     ]

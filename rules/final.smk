@@ -34,6 +34,9 @@ rule train_final:
         hf_config="results/final/{name}/hf/config.json",
         hf_weights="results/final/{name}/hf/model.safetensors",
         hf_tokenizer="results/final/{name}/hf/tokenizer.json",
+        hf_tokenizer_config="results/final/{name}/hf/tokenizer_config.json",
+        hf_special_tokens="results/final/{name}/hf/special_tokens_map.json",
+        hf_generation="results/final/{name}/hf/generation_config.json",
     log:
         "logs/final/{name}.log",
     benchmark:

@@ -4,6 +4,7 @@
 rule summarize:
     input:
         **optimum_proxy_outputs(),
+        **downstream_inputs(),
         runs="results/final/runs.parquet",
         predictions="results/final/predictions.parquet",
         metrics=f"results/regression/{config['regression']['model']}/metrics.json",
@@ -24,11 +25,18 @@ rule summarize:
         target=config["target"],
         planted=planted_argument,
         optimum_proxy=optimum_proxy_argument,
-        code=source_hash("report.summary", "search.runs", "search.mixtures"),
+        downstream=downstream_argument,
+        code=source_hash(
+            "report.summary",
+            "search.runs",
+            "search.mixtures",
+            "report.downstream",
+            "evaluation.downstream",
+        ),
     shell:
         "regmix summarize --runs {input.runs} --predictions {input.predictions}"
         " --target {params.target:q} {params.planted} --metrics {input.metrics}"
-        " --optimum {input.optimum} {params.optimum_proxy}"
+        " --optimum {input.optimum} {params.optimum_proxy} {params.downstream}"
         " --out {output.table} --markdown {output.markdown} > {log} 2>&1"
 
 
@@ -85,3 +93,24 @@ rule report_figures:
         " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"
         " --final-losses {input.final_losses} --target {params.target:q} {params.planted}"
         " --out-dir {params.out} > {log} 2>&1"
+
+
+rule report_downstream:
+    input:
+        **downstream_inputs(),
+        summary="results/final/summary.parquet",
+    output:
+        report(
+            "results/report/downstream.png",
+            caption="../report/downstream.rst",
+            category="6. Downstream",
+        ),
+    log:
+        "logs/report_downstream.log",
+    conda:
+        "../environment.yml"
+    params:
+        code=source_hash("report.downstream", "evaluation.downstream"),
+    shell:
+        "regmix report-downstream --downstream {input.downstream} --samples {input.samples}"
+        " --summary {input.summary} --out {output} > {log} 2>&1"

@@ -45,3 +45,43 @@ def test_exported_byte_tokenizer_matches_ours(tmp_path):
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
     text = "Vår en dreö — x = 4 * y;\n"
     assert tokenizer(text)["input_ids"] == ByteTokenizer().encode([text]).tolist()[:-1]
+
+
+def test_export_names_its_special_tokens_and_maximum_length(tmp_path):
+    folder = export_hf(_model(), tmp_path / "hf", eos_id=BYTE_EOS)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    special = json.loads((folder / "special_tokens_map.json").read_text())
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tokenizer_config["model_max_length"] == 64
+    assert special == {name: "<|endoftext|>" for name in ("bos_token", "eos_token", "pad_token")}
+    assert generation["eos_token_id"] == BYTE_EOS
+
+
+def test_export_finds_the_end_of_text_token_of_a_trained_tokenizer(tmp_path):
+    from regmix.data.tokenize import HFTokenizer, train_bpe
+
+    path = train_bpe(["the cat sat on the mat"] * 50, 300, tmp_path / "tokenizer.json")
+    eos_id = HFTokenizer(path).eos_id
+    config = ModelConfig(
+        n_layer=1, n_head=2, n_embd=16, intermediate_size=32, vocab_size=300, max_seq_len=32
+    )
+    folder = export_hf(Transformer(config), tmp_path / "hf", eos_id=eos_id, tokenizer_file=path)
+    assert json.loads((folder / "special_tokens_map.json").read_text())["eos_token"] == (
+        "<|endoftext|>"
+    )
+
+
+def test_auto_classes_load_the_export_as_is(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="optional extra: pip install .[hf]")
+    model = _model()
+    folder = export_hf(model, tmp_path / "hf", eos_id=BYTE_EOS)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert tokenizer.eos_token_id == tokenizer.bos_token_id == BYTE_EOS
+    assert tokenizer.model_max_length == 64
+    assert hf.generation_config.eos_token_id == BYTE_EOS
+    ids = tokenizer(["a line of text", "another"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = hf(**ids).logits
+    assert logits.shape[:2] == ids["input_ids"].shape and torch.isfinite(logits).all()

@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "regmix"
 
 # Lowest first: a subpackage may import only those before it (and the top-level helpers).
-ORDER = ("data", "search", "training", "workflow", "observe", "report", "cli")
+ORDER = ("data", "search", "training", "evaluation", "workflow", "observe", "report", "cli")
 TOP_LEVEL = ("errors", "files", "parallel")
 
 

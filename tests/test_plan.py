@@ -23,7 +23,7 @@ from regmix.observe.costs import (
     tokenizer_json_vocab,
     vocabulary,
 )
-from regmix.observe.plan import jobs_per_stage, plan_dict, plan_workflow
+from regmix.observe.plan import jobs_per_stage, plan_dict, plan_workflow, render_text
 from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
@@ -89,7 +89,9 @@ def test_embedded_default_jobs_and_compute_by_hand(tmp_path):
     assert stages["proxies"] == {"train_proxy": 8, "collect_proxies": 1}
     assert stages["mixtures"] == {"sample_mixtures": 1, "propose_mixtures": 2}
     assert stages["final models"]["train_final"] == 10  # 4 + heldout01..06
-    assert len(plan.jobs) == 44
+    # + evaluation: the continuation task, one evaluate per final model, the table, its figure
+    assert stages["evaluation"] == {"continuation_task": 1, "evaluate": 10, "collect_downstream": 1}
+    assert len(plan.jobs) == 44 + 13
     # demo_proxy: 2 layers, width 128, MLP 256: 2 · 164,096 + 128 non-embedding parameters.
     assert plan.proxy.cost.model.non_embedding_params == 328_320
     assert plan.proxy.cost.flops_per_token == 6 * (328_320 + 257 * 128) + 6 * 2 * 128 * 128
@@ -277,3 +279,27 @@ def test_a_shape_too_large_to_time_is_extrapolated(tmp_path):
     assert timings["huge"].how.startswith("extrapolated from FLOPs")
     ratio = timings["huge"].step_seconds / timings["small"].step_seconds
     assert ratio == pytest.approx(6e9 / small.flops_per_token, rel=1e-6)
+
+
+def test_evaluation_cost_counts_requests_tokens_and_forward_flops(tmp_path):
+    plan = plan_workflow([], tmp_path, cores=2, measure=False)  # the demo: its continuation task
+    cost = plan.evaluation
+    assert cost is not None and cost.enabled
+    (task,) = cost.tasks
+    assert task.requests == 200 * 4 and task.tokens_per_request == 64 + 32
+    assert cost.flops == pytest.approx(800 * 96 * plan.final.cost.flops_per_token / 3)
+    assert "downstream evaluation per final model (on" in render_text(plan)
+
+
+def test_evaluation_cost_of_documented_tasks_respects_limit_shots_and_length(tmp_path):
+    config = write_config(
+        tmp_path,
+        "evaluation: {enabled: false, tasks: [hellaswag, mystery], num_fewshot: 1, limit: 100,"
+        " continuation: {examples: 0}}\n",
+    )
+    plan = plan_workflow([config], tmp_path, cores=2, measure=False)
+    hellaswag, mystery = plan.evaluation.tasks
+    assert hellaswag.requests == 100 * 4
+    assert hellaswag.tokens_per_request == min(2 * 110, plan.final.cost.train.seq_len)
+    assert mystery.requests is None and plan.evaluation.unknown == ["mystery"]
+    assert "not counted (unknown size): mystery" in render_text(plan)

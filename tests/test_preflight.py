@@ -96,6 +96,16 @@ CASES = {
         {"mixtures": {"n": 32}},
         "config key mixtures.n: no longer read; write `mixtures.rounds: [32]` instead",
     ),
+    "evaluation task": (
+        {"evaluation": {"enabled": True, "tasks": ["hellaswagg"]}},
+        "config key evaluation.tasks: unknown task 'hellaswagg' (not an lm-eval task, group or "
+        "tag, nor a local .yaml file or folder)",
+    ),
+    "evaluation data offline": (  # this machine's Hugging Face cache has no hellaswag
+        {"evaluation": {"enabled": True, "tasks": ["hellaswag"]}},
+        "config key evaluation.tasks: hellaswag: task hellaswag: dataset Rowan/hellaswag is "
+        "neither local nor in the Hugging Face cache",
+    ),
 }
 SCHEMA_CASES = ("regressor", "compared regressor", "renamed key")
 

@@ -1,5 +1,8 @@
 """What the summary says about the recommended mixture: how sure, and where it stands."""
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,3 +94,50 @@ def test_the_final_models_table_gives_intervals_and_marks_extrapolations(tmp_pat
     assert "| `heldout01` | heldout | 3.0000 | 2.5000 [2.00 … 3.10] *extrapolated* |" in text
     table = pd.read_parquet(tmp_path / "summary.parquet").set_index("run")
     assert not table.at["heldout01", "predicted_inside_support"]
+
+
+def _eval_folder(root, model: str, correct: list[int]) -> str:
+    folder = root / model / "eval"
+    folder.mkdir(parents=True)
+    lines = [
+        json.dumps({"task": "cont", "doc_id": i, "acc": float(c), "acc_norm": float(c)})
+        for i, c in enumerate(correct)
+    ]
+    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    return str(folder / "samples.jsonl")
+
+
+def test_downstream_section_gives_scores_paired_intervals_and_rank_correlation(tmp_path):
+    from regmix.report.downstream import downstream_lines, read_downstream
+
+    rng = np.random.default_rng(0)
+    base = rng.random(300) < 0.4
+    answers = {
+        "regmix": base | (rng.random(300) < 0.4),  # right wherever the baselines are, and more
+        "prior": base,
+        "uniform": base & (rng.random(300) < 0.8),
+        "heldout01": base | (rng.random(300) < 0.2),
+    }
+    rows, samples = [], []
+    for model, correct in answers.items():
+        samples.append(_eval_folder(tmp_path, model, correct.astype(int).tolist()))
+        acc = correct.mean()
+        stderr = correct.std(ddof=1) / np.sqrt(len(correct))
+        rows += [
+            {"model": model, "task": "cont", "metric": m, "value": acc, "stderr": stderr}
+            for m in ("acc", "acc_norm")
+        ]
+    pd.DataFrame(rows).assign(samples=300).to_parquet(tmp_path / "downstream.parquet")
+    losses = {"regmix": 1.0, "heldout01": 1.1, "prior": 1.2, "uniform": 1.3}
+    summary = pd.DataFrame({"run": list(losses), "target_loss": list(losses.values())})
+    report = read_downstream(tmp_path / "downstream.parquet", samples, summary)
+    comparisons = report.comparisons.set_index("baseline")
+    assert list(comparisons.index) == ["prior", "uniform"]
+    assert comparisons.loc["prior", "lower"] > 0 and comparisons.loc["prior", "p_better"] == 1
+    assert comparisons.loc["prior", "difference"] == pytest.approx(
+        answers["regmix"].mean() - answers["prior"].mean()
+    )
+    assert report.spearman == pytest.approx(-1.0)
+    text = "\n".join(downstream_lines(report))
+    assert "| `regmix` | " in text and "± " in text and "P(regmix better)" in text
+    assert "Spearman(target loss, downstream average) over 4 final models: -1.000" in text

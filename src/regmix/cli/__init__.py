@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from regmix import __version__
-from regmix.cli import cluster, data, final, plan, regression, status, training
+from regmix.cli import cluster, data, evaluation, final, plan, regression, status, training
 from regmix.errors import RegmixError
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -35,8 +35,12 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     regression.add_export_mixture,
     final.add_final_mixtures,
     training.add_train_final,
+    evaluation.add_continuation_task,
+    evaluation.add_evaluate,
+    evaluation.add_collect_downstream,
     final.add_summarize,
     final.add_report,
+    final.add_report_downstream,
     plan.add_plan,
     status.add_status,
     data.add_presets,

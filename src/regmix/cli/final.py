@@ -67,6 +67,10 @@ def add_summarize(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--optimum-proxy", type=Path, help="folder of the optimum trained as a proxy (losses)"
     )
+    p.add_argument("--downstream", type=Path, help="downstream.parquet (lm-eval scores)")
+    p.add_argument(
+        "--samples", type=Path, nargs="*", default=[], help="<model>/eval/samples.jsonl files"
+    )
     p.add_argument("--out", type=Path, required=True, help="summary table (.parquet)")
     p.add_argument("--markdown", type=Path, required=True, help="summary page (.md)")
     p.set_defaults(handler=_summarize)
@@ -85,6 +89,8 @@ def _summarize(args: argparse.Namespace) -> None:
         args.metrics,
         args.optimum,
         args.optimum_proxy,
+        args.downstream,
+        args.samples,
     )
     wins = ", ".join(
         f"{'beats' if won else 'LOSES TO'} {name}" for name, won in verdict.beats.items()
@@ -126,3 +132,25 @@ def _report(args: argparse.Namespace) -> None:
         args.out_dir,
         args.planted,
     )
+
+
+def add_report_downstream(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report-downstream",
+        help="draw the downstream figure: scores per final model, and against target loss",
+        description="From downstream.parquet, each model's samples.jsonl and summary.parquet, "
+        "draw each final model's downstream average ± stderr and its target loss against it.",
+    )
+    p.add_argument("--downstream", type=Path, required=True)
+    p.add_argument("--samples", type=Path, nargs="+", required=True)
+    p.add_argument("--summary", type=Path, required=True, help="summary.parquet")
+    p.add_argument("--out", type=Path, required=True, help="the figure (.png)")
+    p.set_defaults(handler=_report_downstream)
+
+
+def _report_downstream(args: argparse.Namespace) -> None:
+    from regmix.files import read_table
+    from regmix.report.downstream import plot_downstream, read_downstream
+
+    summary = read_table(args.summary)
+    plot_downstream(read_downstream(args.downstream, args.samples, summary), summary, args.out)

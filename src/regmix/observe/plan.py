@@ -28,6 +28,11 @@ from regmix.observe.costs import (
 )
 from regmix.observe.data_stage import DataPlan, data_plan
 from regmix.observe.data_stage import plan_lines as data_plan_lines
+from regmix.observe.evaluation_cost import (
+    EVAL_PROCESS_SECONDS,
+    EvaluationCost,
+    evaluation_cost,
+)
 from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
@@ -106,6 +111,8 @@ class Plan:
     """The 1-minute load average when the steps were timed."""
     gpu_tokens_per_s: float | None = None
     data: DataPlan | None = None
+    evaluation: EvaluationCost | None = None
+    """Downstream evaluation of each final model (also when the section is off: its estimate)."""
 
     @property
     def gpu_hours(self) -> float | None:
@@ -171,6 +178,10 @@ def plan_workflow(
         jobs=[],
         gpu_tokens_per_s=gpu_tokens_per_s,
     )
+    if config["evaluation"]["enabled"] or config["evaluation"]["tasks"]:
+        plan.evaluation = evaluation_cost(
+            config["evaluation"], final.cost, config["corpus"]["tokenizer"] == "byte"
+        )
     if timings is not None:
         plan.timings = dict(timings)
     elif measure:
@@ -201,6 +212,7 @@ def plan_workflow(
         plan.run_times,
         small,
         baselines_wait_for_optimum,
+        _evaluate_job_seconds(plan) if plan.evaluation and plan.evaluation.enabled else None,
     )
     if plan.run_times is not None:
         plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
@@ -209,6 +221,14 @@ def plan_workflow(
     per_byte = 1.0 if vocab.size == BYTE_VOCAB else 1 / BYTES_PER_SUBWORD_TOKEN
     plan.data = data_plan(config, directory, per_byte, corpus.generated_bytes)
     return plan
+
+
+def _evaluate_job_seconds(plan: Plan) -> float:
+    """One evaluate job in the schedule: timed from the final step, or 0 when not measured."""
+    if plan.timings is None:
+        return 0.0
+    tokens_per_s = plan.final.cost.train.tokens_per_step / plan.timings["final"].step_seconds
+    return plan.evaluation.seconds(tokens_per_s)
 
 
 def _with_imports(timing: StepTiming, imports: float) -> StepTiming:
@@ -389,6 +409,7 @@ def render_text(plan: Plan) -> str:
             "priority; started longest chain first, as priorities along the proxy-to-optimum "
             f"chain would make it: {_clock(makespan(plan.slots_prioritized))})"
         )
+    lines += evaluation_lines(plan)
     if plan.gpu_hours is not None:
         lines += [
             "",
@@ -397,6 +418,50 @@ def render_text(plan: Plan) -> str:
             "start-up or idle time)",
         ]
     return "\n".join(lines)
+
+
+def evaluation_seconds(plan: Plan) -> float | None:
+    """One final model's evaluation job on this machine (from the final step's timing)."""
+    if plan.evaluation is None or plan.timings is None:
+        return None
+    return _evaluate_job_seconds(plan)
+
+
+def evaluation_lines(plan: Plan) -> list[str]:
+    cost = plan.evaluation
+    if cost is None:
+        return []
+    state = "on" if cost.enabled else "off: evaluation.enabled is false; an estimate"
+    lines = ["", f"downstream evaluation per final model ({state}; lm-eval requests)"]
+    lines.append(f"  {'task':24s}{'requests':>10s}{'tokens/req':>12s}{'tokens':>10s}   source")
+    for task in cost.tasks:
+        if task.requests is None:
+            lines.append(f"  {task.task:24s}{'?':>10s}{'?':>12s}{'?':>10s}   {task.source}")
+            continue
+        lines.append(
+            f"  {task.task:24s}{task.requests:10,d}{task.tokens_per_request:12d}"
+            f"{_count(task.tokens):>10s}   {task.source}"
+        )
+    models = plan.final.runs
+    lines.append(
+        f"  per model: {_count(cost.tokens)} tokens, {cost.flops:.2e} forward FLOPs; "
+        f"{models} models: {models * cost.flops:.2e} FLOPs "
+        f"({cost.flops / max(plan.final.cost.flops, 1):.2%} of a final model's training)"
+    )
+    seconds = evaluation_seconds(plan)
+    if seconds is not None:
+        lines.append(
+            f"  per model on this machine: ~{_clock(seconds)} ({EVAL_PROCESS_SECONDS:.0f} s "
+            "start-up + forward passes at the final model's timed speed)"
+        )
+    if plan.gpu_tokens_per_s:
+        gpu_hours = models * cost.tokens / (3 * plan.gpu_tokens_per_s) / 3600
+        lines.append(
+            f"  GPU-hours for all models (forward at 3× training tokens/s): {gpu_hours:,.2f}"
+        )
+    if cost.unknown:
+        lines.append(f"  not counted (unknown size): {', '.join(cost.unknown)}")
+    return lines
 
 
 def plan_dict(plan: Plan) -> dict:
@@ -439,6 +504,14 @@ def plan_dict(plan: Plan) -> dict:
         "gpu_hours": plan.gpu_hours,
         "data": asdict(plan.data) if plan.data is not None else None,
     }
+    if plan.evaluation is not None:
+        out["evaluation"] = {
+            "enabled": plan.evaluation.enabled,
+            "tasks": [asdict(t) for t in plan.evaluation.tasks],
+            "tokens_per_model": plan.evaluation.tokens,
+            "flops_per_model": plan.evaluation.flops,
+            "seconds_per_model": evaluation_seconds(plan),
+        }
     if plan.slots is not None and plan.timings is not None:
         out["timings"] = {name: asdict(t) for name, t in plan.timings.items()}
         out["run_times"] = {name: asdict(t) for name, t in (plan.run_times or {}).items()}

@@ -35,7 +35,8 @@ STAGES: dict[str, tuple[str, ...]] = {
         "collect_final",
         "predict_final",
     ),
-    "report": ("summarize", "report_figures"),
+    "evaluation": ("continuation_task", "evaluate", "collect_downstream"),
+    "report": ("summarize", "report_figures", "report_downstream"),
 }
 """The rules of each stage, as a reader of the workflow groups them (and `regmix plan` and
 benchmarks/plan_accuracy.py report them). `final_mixtures` is the older single-table rule."""
@@ -64,6 +65,9 @@ SMALL_JOB_SECONDS = {
     "collect_final": 1.0,
     "predict_final": 1.5,
     "summarize": 1.5,
+    "continuation_task": 1.0,
+    "collect_downstream": 1.0,
+    "report_downstream": 2.5,
     "report_figures": 5.0,
 }
 """Seconds of the jobs that do not train, on the 2-core demo machine (the demo's Snakemake log
@@ -222,12 +226,14 @@ def workflow_jobs(
     times: Mapping[str, RunTime] | None = None,
     small: Mapping[str, float] = SMALL_JOB_SECONDS,
     baselines_wait_for_optimum: bool = False,
+    evaluation_seconds: float | None = None,
 ) -> list[Job]:
     """The jobs of the workflow's DAG in DAG order, with their seconds (training jobs: 0 when
     `times` is None). `regressors` starts with the one the optimum comes from.
 
     `baselines_wait_for_optimum` models the older layout in which all final mixtures were
     drawn by one job after the simulation (to check estimates against runs of it).
+    `evaluation_seconds` (one evaluate job's seconds) adds the downstream evaluation.
     """
     jobs: list[Job] = []
 
@@ -300,8 +306,20 @@ def workflow_jobs(
         ]
     collect_final = add("collect_final", after=[*set(mixture.values()), *finals])
     predict = add("predict_final", after=[chosen, collect_final])
-    summary = add("summarize", after=[collect_final, predict, chosen, simulate, *check])
+    downstream = []
+    if evaluation_seconds is not None:
+        task = add("continuation_task", after=data)
+        evaluations = [
+            add("evaluate", name, [train, task], seconds=evaluation_seconds)
+            for name, train in zip(names, finals, strict=True)
+        ]
+        downstream = [add("collect_downstream", after=evaluations)]
+    summary = add(
+        "summarize", after=[collect_final, predict, chosen, simulate, *check, *downstream]
+    )
     add("report_figures", after=[collect, chosen, simulate, summary, *finals])
+    if downstream:
+        add("report_downstream", after=[*downstream, summary])
     return jobs
 
 

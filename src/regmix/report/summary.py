@@ -204,8 +204,9 @@ def markdown(
     target: str,
     cv: dict | None,
     check: OptimumCheck | None = None,
+    downstream: list[str] | None = None,
 ) -> str:
-    """The human-readable summary."""
+    """The human-readable summary (`downstream`: the downstream section's lines, if any)."""
     has_planted = "l1_to_planted" in table
     lines = [
         f"# RegMix summary — target `{target}`",
@@ -233,6 +234,7 @@ def markdown(
     lines += [""]
     if check is not None:
         lines += optimum_lines(check)
+    lines += downstream or []
     lines += ["## Final models", ""]
     bounded = BOUNDS["lower"] in table
     if bounded:
@@ -285,8 +287,11 @@ def summarize_final(
     metrics_path: str | os.PathLike | None = None,
     optimum_path: str | os.PathLike | None = None,
     optimum_proxy: str | os.PathLike | None = None,
+    downstream_path: str | os.PathLike | None = None,
+    samples: list[str | os.PathLike] = (),
 ) -> Verdict:
-    """Write summary.parquet and summary.md for the final runs; return the verdict."""
+    """Write summary.parquet and summary.md for the final runs; return the verdict. With the
+    downstream table (and each model's samples.jsonl) both gain the downstream scores."""
     runs = read_runs(runs_path)
     predictions = read_table(predictions_path, ["run", "prediction"])
     planted = None
@@ -298,6 +303,15 @@ def summarize_final(
         check = optimum_check(read_yaml(optimum_path), target, optimum_proxy)
     table = summary_table(runs, predictions, target, planted)
     result = verdict(table)
+    section = None
+    if downstream_path is not None:
+        from regmix.report.downstream import downstream_lines, read_downstream
+
+        report = read_downstream(downstream_path, list(samples), table)
+        averages = report.scores[report.scores.task == "average"].set_index("model")
+        table["downstream_average"] = table["run"].map(averages["value"])
+        table["downstream_stderr"] = table["run"].map(averages["stderr"])
+        section = downstream_lines(report)
     write_table(table, out_table)
-    write_text(markdown(table, result, target, cv, check), out_markdown)
+    write_text(markdown(table, result, target, cv, check, section), out_markdown)
     return result

@@ -60,7 +60,7 @@ _MODULES = {
     "wandb": ("wandb",),
 }
 """The modules a backend needs (any one of them); the extra that installs them has its name."""
-_NOT_IN_GROUP = ("tracking",)
+_NOT_IN_GROUP = ("tracking", "evaluation")  # evaluation scores the trained models, after
 _WORKFLOW_ONLY = ("resources",)
 """Config keys that do not change what the workflow computes, so not its group's identity."""
 

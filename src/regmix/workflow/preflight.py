@@ -69,6 +69,7 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     check_sampler(config["mixtures"])
     check_regression(config["regression"], config["mixtures"]["rounds"])
     check_simulation(config["simulation"])
+    check_evaluation(config.get("evaluation", {}), workdir)
     stats = current_stats(config["corpus"], workdir, corpus)
     if stats is not None and not corpus.known:  # records name their domains: as prepared
         check_target(config["target"], _shard_domains(workdir / DATA / "valid"))
@@ -384,6 +385,29 @@ def check_simulation(simulation: Mapping) -> None:
 
 
 # --- checks on the token counts, when they are on disk ------------------------------------------
+
+
+def check_evaluation(evaluation: Mapping, workdir: Path) -> None:
+    """lm-eval is installed and every task resolves with its data offline (tasks are found by
+    a text search of lm-eval's task files, not its index: about a second, not ten)."""
+    if not evaluation.get("enabled"):
+        return
+    import importlib.util
+
+    from regmix.evaluation.tasks import check_tasks, is_path
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise RegmixError(
+            "config key evaluation.enabled: lm-eval is not installed (pip install 'regmix[eval]',"
+            " or set evaluation.enabled: false)"
+        )
+    tasks = evaluation.get("tasks", [])
+    if not tasks and evaluation.get("continuation", {}).get("examples", 0) == 0:
+        raise RegmixError(
+            "config key evaluation.tasks: no task to run (list lm-eval tasks or set "
+            "evaluation.continuation.examples > 0)"
+        )
+    check_tasks([str(workdir / t) if is_path(t) else t for t in tasks])
 
 
 def current_stats(corpus: Mapping, workdir: Path, domains: CorpusDomains) -> Path | None:

@@ -1,0 +1,149 @@
+"""Downstream evaluation: the continuation task, lm-eval on an export with no file added by
+hand, finding tasks and their data offline, and the scores table with paired comparisons."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from regmix.data.tokenize import BYTE_EOS
+from regmix.errors import RegmixError
+from regmix.evaluation.continuation import make_examples, write_continuation_task
+from regmix.evaluation.downstream import collect_downstream, paired_difference, read_samples
+from regmix.evaluation.tasks import check_tasks, select_tasks
+from regmix.training.export import export_hf
+from regmix.training.model import ModelConfig, Transformer
+
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+]
+
+
+def _documents(n: int = 12, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=60)) for _ in range(n)]
+
+
+def _corpus(root):
+    for split in ("train", "valid"):
+        (root / split).mkdir(parents=True)
+        for domain in ("target", "web"):
+            lines = [json.dumps({"text": t}) for t in _documents(seed=len(domain))]
+            (root / split / f"{domain}-0.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_continuation_examples_hide_the_true_continuation_among_other_documents():
+    examples = make_examples(_documents(), n=30, choices=4, seed=1)
+    assert len(examples) == 30
+    for example in examples:
+        assert len(example["choices"]) == 4 and len(set(example["choices"])) == 4
+        assert 0 <= example["label"] < 4
+    labels = [e["label"] for e in examples]
+    assert len(set(labels)) > 1  # the answer is not always in the same place
+
+
+def test_continuation_examples_fit_a_short_model_in_bytes():
+    documents = [text.replace("a", "å") for text in _documents()]  # two bytes each
+    for example in make_examples(documents, n=30, max_tokens=32):
+        assert len(example["context"].encode()) <= 16
+        assert all(0 < len(choice.encode()) <= 8 for choice in example["choices"])
+
+
+def test_continuation_task_needs_documents_from_enough_places():
+    with pytest.raises(RegmixError, match="too few examples"):
+        make_examples(_documents(n=2), n=10, choices=4)
+
+
+def test_continuation_task_is_written_from_the_target_domain(tmp_path):
+    task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 20)
+    assert task.name == "task.yaml" and "task: continuation_target" in task.read_text()
+    lines = (tmp_path / "task" / "data.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    assert select_tasks([str(task)]).names == ["continuation_target"]
+
+
+def _export(folder, seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        n_layer=1, n_head=2, n_embd=16, intermediate_size=32, vocab_size=257, max_seq_len=32
+    )
+    return export_hf(Transformer(config).eval(), folder, eos_id=BYTE_EOS)
+
+
+def test_lm_eval_scores_an_export_with_no_file_added_by_hand(tmp_path):
+    pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
+    from regmix.evaluation.harness import EvalSettings, evaluate_model
+
+    model = _export(tmp_path / "m" / "hf")  # 32 positions, as short as the tiny workflow's
+    corpus = _corpus(tmp_path / "corpus")
+    task = write_continuation_task(corpus, "target", tmp_path / "task", 20, max_tokens=32)
+    settings = EvalSettings(tasks=(str(task),), batch_size=8)
+    results = evaluate_model(model, settings, tmp_path / "m" / "eval", threads=1, device="cpu")
+    scores = results["results"]["continuation_target"]
+    assert 0.0 <= scores["acc,none"] <= 1.0 and scores["acc_stderr,none"] > 0
+    samples = (tmp_path / "m" / "eval" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 20
+    table = collect_downstream([tmp_path / "m" / "eval"], tmp_path / "downstream.parquet")
+    assert set(table.metric) == {"acc", "acc_norm"} and set(table.model) == {"m"}
+    assert (table.samples == 20).all()
+    per_example = read_samples(tmp_path / "m" / "eval", {"continuation_target": "acc"})
+    assert len(per_example) == 20 and per_example.score.isin([0.0, 1.0]).all()
+    assert per_example.score.mean() == pytest.approx(scores["acc,none"])
+
+
+def test_unknown_task_is_one_line_naming_it():
+    pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
+    with pytest.raises(RegmixError, match="unknown task 'hellaswagg'"):
+        check_tasks(["hellaswagg"])
+
+
+def test_lm_eval_task_whose_data_is_not_cached_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(RegmixError, match="hellaswag.*Rowan/hellaswag is neither local nor in"):
+        check_tasks(["hellaswag"])
+
+
+def test_lm_eval_task_in_the_hub_cache_passes(tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    (tmp_path / "hub" / "datasets--Rowan--hellaswag").mkdir(parents=True)
+    check_tasks(["hellaswag"])
+
+
+def test_local_task_with_a_missing_data_file_is_named(tmp_path):
+    task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 5)
+    check_tasks([str(task)])
+    (tmp_path / "task" / "data.jsonl").unlink()
+    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl"):
+        check_tasks([str(task)])
+    with pytest.raises(RegmixError, match="no such task file or folder"):
+        check_tasks([str(tmp_path / "nowhere.yaml")])
+
+
+def test_paired_difference_sees_a_consistent_gain_and_its_absence():
+    tasks = ["a"] * 200 + ["b"] * 200
+    ids = list(range(200)) * 2
+    rng = np.random.default_rng(0)
+    theirs = pd.DataFrame({"task": tasks, "doc_id": ids, "score": rng.random(400) < 0.5})
+    better = theirs.assign(score=theirs.score | (rng.random(400) < 0.3))
+    gain = paired_difference(better.astype({"score": float}), theirs.astype({"score": float}))
+    assert gain["lower"] > 0 and gain["p_better"] > 0.99
+    same = paired_difference(theirs.astype({"score": float}), theirs.astype({"score": float}))
+    assert same["difference"] == 0 and same["p_better"] == 0.5
