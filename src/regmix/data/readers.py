@@ -23,6 +23,7 @@ from regmix.errors import RegmixError
 JSONL_EXTENSIONS = (".jsonl.zst", ".jsonl.gz", ".json.gz", ".jsonl")
 EXTENSIONS = (*JSONL_EXTENSIONS, ".parquet")
 PARQUET_BATCH_ROWS = 1024
+READ_SIZE = 16_384
 ZSTD_MAX_WINDOW = 2**31  # files compressed with --long need more than the default 128 MiB
 
 
@@ -56,8 +57,9 @@ def read_records(
 
 def _open_text(path: Path, raw: IO[bytes]) -> IO[str]:
     if path.name.endswith(".zst"):
+        # Small reads keep the file position (Progress) close to what was decoded.
         reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
-            raw, read_across_frames=True
+            raw, read_size=READ_SIZE, read_across_frames=True
         )
         return io.TextIOWrapper(io.BufferedReader(reader), encoding="utf-8")
     if path.name.endswith(".gz"):

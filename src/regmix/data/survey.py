@@ -27,14 +27,15 @@ ENCODE_BYTES = 2_000_000
 """Text per domain encoded to measure its tokens per byte."""
 
 
-def _read_share(path: Path, progress: Progress, rows: int, finished: bool) -> float:
-    """The share of a file that the sample read: 1 when it read all of it."""
+def _read_share(path: Path, consumed: int, rows: int, finished: bool) -> float:
+    """The share of a file that the sample read (`consumed` bytes on disk, `rows` records):
+    1 when it read all of it."""
     if finished:
         return 1.0
     if path.name.endswith(".parquet"):
         total = pq.ParquetFile(path).metadata.num_rows
         return min(rows / total, 1.0) if total else 1.0
-    return min(max(progress.bytes_read, 1) / max(path.stat().st_size, 1), 1.0)
+    return min(max(consumed, 1) / max(path.stat().st_size, 1), 1.0)
 
 
 def survey_corpus(
@@ -59,6 +60,7 @@ def survey_corpus(
         taken = rows = 0
         per_domain: dict[str, int] = {}
         finished = True
+        consumed = 0
         for document in documents(file, options, None, progress):
             rows += 1
             if document.split != "train":
@@ -70,9 +72,11 @@ def survey_corpus(
                 kept.append(document.text)
             taken += size
             if taken >= quota:
+                # Before the reader closes its file: how far into it the sample got.
+                consumed = progress.bytes_read
                 finished = False
                 break
-        share = _read_share(file.path, progress, rows, finished)
+        share = _read_share(file.path, consumed if not finished else 0, rows, finished)
         for domain, size in per_domain.items():
             sampled[domain] = sampled.get(domain, 0) + size
             estimated[domain] = estimated.get(domain, 0) + size / share
