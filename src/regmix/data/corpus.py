@@ -191,12 +191,7 @@ def documents(
     field_path = options.domain_field.split(".") if options.domain_field else None
     columns = ["text"] + ([field_path[0]] if field_path and field_path[0] != "text" else [])
     for number, record in read_records(file.path, columns, progress):
-        where = (
-            f"{file.path}:{number}"
-            if not file.path.name.endswith(".parquet")
-            else (f"{file.path}: row {number}")
-        )
-        text = _document_text(record, where)
+        text = _document_text(record, file.path, number)
         domain = file.domain
         if field_path is not None:
             raw = _field(record, field_path)
@@ -204,13 +199,15 @@ def documents(
                 if options.missing_domain == "skip":
                     counts.missing_domain += 1
                     continue
+                where = _where(file.path, number)
                 raise RegmixError(
                     f"{where}: record has no {options.domain_field!r} field (set "
                     "corpus.missing_domain: skip to leave such records out)"
                 )
             if not isinstance(raw, str) or not (domain := normalise(raw)):
                 raise RegmixError(
-                    f"{where}: {options.domain_field!r} must be a non-empty domain name, "
+                    f"{_where(file.path, number)}: {options.domain_field!r} must be a non-empty "
+                    "domain name, "
                     f"got {raw!r}"
                 )
             counts.raw_names.setdefault(raw, domain)
@@ -236,15 +233,20 @@ def _sampled_out(text: str, domain: str, keep: dict[str, float] | None) -> bool:
     return bool(keep) and domain in keep and hash_fraction(text, KEEP_SALT) >= keep[domain]
 
 
-def _document_text(record: object, where: str) -> str:
+def _where(path: Path, number: int) -> str:
+    """A record's place for an error message (built only on error: it is per document)."""
+    return f"{path}: row {number}" if path.name.endswith(".parquet") else f"{path}:{number}"
+
+
+def _document_text(record: object, path: Path, number: int) -> str:
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return record["text"]
+    where = _where(path, number)
     if not isinstance(record, dict):
         raise RegmixError(f"{where}: expected a JSON object with a 'text' field")
     if "text" not in record:
         raise RegmixError(f"{where}: record has no 'text' field")
-    text = record["text"]
-    if not isinstance(text, str):
-        raise RegmixError(f"{where}: 'text' must be a string, got {type(text).__name__}")
-    return text
+    raise RegmixError(f"{where}: 'text' must be a string, got {type(record['text']).__name__}")
 
 
 def read_documents(path: Path) -> Iterator[str]:

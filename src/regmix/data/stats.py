@@ -19,10 +19,14 @@ def read_stats(path: str | os.PathLike) -> pd.DataFrame:
     return read_table(path, COLUMNS)
 
 
+def _train_rows(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the training domains (those with train tokens), indexed by domain."""
+    return stats[(stats["split"] == "train") & (stats["tokens"] > 0)].set_index("domain")
+
+
 def train_tokens(stats: pd.DataFrame) -> pd.Series:
     """Train tokens per training domain (domains with train data only), indexed by domain."""
-    train = stats[(stats["split"] == "train") & (stats["tokens"] > 0)]
-    return train.set_index("domain")["tokens"].astype("int64")
+    return _train_rows(stats)["tokens"].astype("int64")
 
 
 def valid_domains(stats: pd.DataFrame) -> list[str]:
@@ -32,8 +36,5 @@ def valid_domains(stats: pd.DataFrame) -> list[str]:
 def full_train_tokens(stats: pd.DataFrame) -> pd.Series:
     """Train tokens per training domain had every document been tokenized (the prior's
     weights); the tokens prepared when the table has no estimate (older tables)."""
-    tokens = train_tokens(stats)
-    if "estimated_tokens" not in stats.columns:
-        return tokens
-    train = stats[(stats["split"] == "train") & (stats["tokens"] > 0)]
-    return train.set_index("domain")["estimated_tokens"].astype("int64").reindex(tokens.index)
+    column = "estimated_tokens" if "estimated_tokens" in stats.columns else "tokens"
+    return _train_rows(stats)[column].astype("int64")

@@ -55,6 +55,8 @@ def survey_corpus(
     sampled: dict[str, float] = {}
     estimated: dict[str, float] = {}
     texts: dict[str, list[str]] = {}
+    text_bytes: dict[str, int] = {}
+    """Characters kept per domain in `texts` (to stop at ENCODE_BYTES without re-summing)."""
     for file in files:
         progress = Progress()
         taken = rows = 0
@@ -67,9 +69,11 @@ def survey_corpus(
                 continue
             size = len(document.text.encode("utf-8", "surrogatepass"))
             per_domain[document.domain] = per_domain.get(document.domain, 0) + size
-            kept = texts.setdefault(document.domain, [])
-            if sum(map(len, kept)) < ENCODE_BYTES:
-                kept.append(document.text)
+            if text_bytes.get(document.domain, 0) < ENCODE_BYTES:
+                texts.setdefault(document.domain, []).append(document.text)
+                text_bytes[document.domain] = text_bytes.get(document.domain, 0) + len(
+                    document.text
+                )
             taken += size
             if taken >= quota:
                 # Before the reader closes its file: how far into it the sample got.

@@ -309,11 +309,12 @@ def propose(
         if stats_path is None or final_tokens is None:
             raise RegmixError("propose: without --pool, --stats and --final-tokens are needed")
         sampler = sampler or SamplerConfig()
-        tokens = train_tokens(read_stats(stats_path)).reindex(domains)
+        stats = read_stats(stats_path)
+        tokens = train_tokens(stats).reindex(domains)
         if tokens.isna().any():
             missing = ", ".join(tokens.index[tokens.isna()])
             raise RegmixError(f"{stats_path}: no train tokens for domain(s) {missing}")
-        full = full_train_tokens(read_stats(stats_path)).reindex(domains)
+        full = full_train_tokens(stats).reindex(domains)
         centre = sharpened_prior(token_prior(full).to_numpy(), sampler.temperature)
         caps = domain_caps(tokens, final_tokens, sampler.max_epochs).to_numpy()
         best = data.weights[np.argsort(data.target)[: config.local_runs]]
