@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 from regmix.workflow.config import RENAMED, SCHEMA, read_renamed, read_schema, validate
-from regmix.data.corpus import discover
-from regmix.data.groups import plan_groups, runtime_minutes, text_bytes_estimate
+from regmix.data.groups import corpus_groups, runtime_minutes
 from regmix.workflow.preflight import check_workflow, exit_on_error, resolve_domain_names
 from regmix.workflow.sweep import (
     OPTIMUM,
@@ -106,12 +105,8 @@ def data_groups():
     generates, is one small job."""
     if not config["corpus"]["path"]:
         return {SYNTHETIC_GROUP: None}
-    field = CORPUS_SETTINGS["domain_field"]
     with exit_on_error():
-        files = discover(CORPUS, None if field else CORPUS_SETTINGS["domains"], field)
-    sizes = {f.relative: f.path.stat().st_size for f in files}
-    groups = plan_groups(files, sizes, CORPUS_SETTINGS["bytes_per_job"])
-    return {g.name: (g, text_bytes_estimate(g, sizes)) for g in groups}
+        return corpus_groups(CORPUS_SETTINGS, Path(CORPUS))
 
 
 DATA_GROUPS = data_groups()

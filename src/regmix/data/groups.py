@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from regmix.data.corpus import CorpusFile
+from regmix.data.corpus import CorpusFile, discover
 
 DEFAULT_BYTES_PER_JOB = 1_000_000_000
 
@@ -87,3 +89,13 @@ def runtime_minutes(text_bytes: float, threads: int) -> int:
     """A job's time limit: twice its time at the measured rate, plus 10 minutes of slack."""
     seconds = text_bytes / (MEASURED_MB_PER_S * 1e6 * threads)
     return int(2 * seconds / 60) + 10
+
+
+def corpus_groups(corpus: Mapping, path: Path) -> dict[str, tuple[Group, float]]:
+    """The data jobs of a user's corpus as the workflow plans them, from the `corpus` config
+    section and the corpus folder: name → (group, estimated text bytes)."""
+    field = corpus["domain_field"]
+    files = discover(path, None if field else corpus["domains"], field)
+    sizes = {f.relative: f.path.stat().st_size for f in files}
+    groups = plan_groups(files, sizes, corpus["bytes_per_job"])
+    return {g.name: (g, text_bytes_estimate(g, sizes)) for g in groups}

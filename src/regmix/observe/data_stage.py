@@ -14,14 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regmix.data.corpus import discover
-from regmix.data.groups import (
-    MEASURED_MB_PER_S,
-    Group,
-    plan_groups,
-    runtime_minutes,
-    text_bytes_estimate,
-)
+from regmix.data.groups import MEASURED_MB_PER_S, Group, corpus_groups, runtime_minutes
 from regmix.data.shards import GROUP_RECORD
 
 DATA = Path("results/data")
@@ -38,13 +31,7 @@ def planned_groups(config: dict, directory: Path) -> dict[str, tuple[Group | Non
     corpus = config["corpus"]
     if not corpus["path"]:
         return {SYNTHETIC: (None, 0.0)}
-    field_name = corpus["domain_field"]
-    files = discover(
-        directory / corpus["path"], None if field_name else corpus["domains"], field_name
-    )
-    sizes = {f.relative: f.path.stat().st_size for f in files}
-    groups = plan_groups(files, sizes, corpus["bytes_per_job"])
-    return {g.name: (g, text_bytes_estimate(g, sizes)) for g in groups}
+    return corpus_groups(corpus, directory / corpus["path"])
 
 
 @dataclass
