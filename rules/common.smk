@@ -15,10 +15,12 @@ from regmix.workflow.sweep import (
     final_mixture_path,
     mixtures_path,
     optimum_proxy_dir,
+    run_settings,
     runs_table,
 )
+from regmix.workflow.sweep import final_tokens as sweep_final_tokens
 from regmix.training.tracking import tracking_settings
-from regmix.training.train_config import TRAINING_MODULES, training_settings
+from regmix.training.train_config import TRAINING_MODULES
 
 
 def validate_config():
@@ -282,15 +284,8 @@ def final_mixture_tables():
 
 
 def train_settings(section):
-    """A training section's TrainConfig fields; repetition-matched proxies train on the share
-    of each domain that they repeat as often as the final model will repeat all of it."""
-    settings = training_settings(config[section])
-    if section == "proxy" and config["proxy"]["repetition_matched"]:
-        proxy = config["proxy"]
-        settings["data_fraction"] = min(
-            1.0, proxy["steps"] * proxy["batch_size"] * proxy["seq_len"] / final_tokens()
-        )
-    return settings
+    """A training section's TrainConfig fields (regmix.workflow.sweep.run_settings)."""
+    return run_settings(config, section)
 
 
 def srun_resources(gpus):
@@ -305,8 +300,7 @@ def sampler_settings():
 
 def final_tokens():
     """The final model's token budget: it sets how often a domain may be repeated."""
-    final = config["final"]
-    return final["steps"] * final["batch_size"] * final["seq_len"]
+    return sweep_final_tokens(config)
 
 
 def regression_models():

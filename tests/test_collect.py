@@ -10,7 +10,8 @@ from regmix.cli import main
 from regmix.data.loader import split_domains
 from regmix.errors import RegmixError
 from regmix.search.mixtures import SamplerConfig, write_proxy_mixtures
-from regmix.training.train import TrainConfig, train_proxies
+from regmix.training.jobs import train_runs
+from regmix.training.train import TrainConfig
 from regmix.workflow.collect import collect_proxies, join_batches, write_batch_table
 
 CONFIG = TrainConfig(
@@ -30,7 +31,7 @@ def sweep(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     mixtures = write_proxy_mixtures(
         data_dir / "stats.parquet", 3, 1e5, SamplerConfig(), 0, root / "mixtures.parquet"
     )
-    train_proxies(
+    train_runs(
         data_dir,
         root / "mixtures.parquet",
         list(mixtures["run"]),

@@ -19,8 +19,9 @@ from regmix.cli import main
 from regmix.data.loader import split_domains
 from regmix.errors import RegmixError
 from regmix.search.mixtures import mixture_table
+from regmix.training.jobs import train_runs
 from regmix.training.tracking import TrackingConfig, build_logger, tracking_settings, workflow_group
-from regmix.training.train import TrainConfig, train_mixture, train_proxies
+from regmix.training.train import TrainConfig, train_mixture
 from regmix.workflow.config import load_config
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "intermediate_size": 64}
@@ -76,7 +77,7 @@ def tracking(backend: str, root: Path) -> TrackingConfig:
 
 def train(data_dir, mixtures, backend, root, kind="proxy"):
     """Both runs trained by one job, reporting to `backend`; their loss tables by run."""
-    results = train_proxies(
+    results = train_runs(
         data_dir,
         mixtures,
         RUNS,

@@ -13,9 +13,10 @@ from regmix.cli import main
 from regmix.data.loader import MixedBatches, open_shards, split_domains
 from regmix.errors import RegmixError
 from regmix.search.mixtures import mixture_table
-from regmix.training import train
+from regmix.training import reuse
+from regmix.training.jobs import read_mixture_weights, train_runs
 from regmix.training.language_modeling import StepBatches, lr_factor
-from regmix.training.train import TrainConfig, read_mixture_weights, train_mixture, train_proxies
+from regmix.training.train import TrainConfig, train_mixture
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "intermediate_size": 64}
 BASE = TrainConfig(
@@ -78,7 +79,7 @@ def reference(data_dir, mixtures, tmp_path_factory):
     """Uninterrupted runs of BASE, trained once for the tests that compare against them."""
     root = tmp_path_factory.mktemp("reference")
     runs = ["legal_heavy", "code_heavy"]
-    results = train_proxies(data_dir, mixtures, runs, BASE, root / "out", root / "work")
+    results = train_runs(data_dir, mixtures, runs, BASE, root / "out", root / "work")
     return {r.record["run"]: r for r in results} | {"root": root}
 
 
@@ -169,7 +170,7 @@ def test_finished_run_is_republished_not_retrained(data_dir, mixtures, reference
     kept = pd.read_parquet(out / "code_heavy" / "losses.parquet")
     for path in (out / "code_heavy").iterdir():
         path.unlink()  # as Snakemake does with the outputs of a failed job
-    [result] = train_proxies(data_dir, mixtures, ["code_heavy"], BASE, out, work, [FailIfTrained()])
+    [result] = train_runs(data_dir, mixtures, ["code_heavy"], BASE, out, work, [FailIfTrained()])
     assert result.reused
     pd.testing.assert_frame_equal(pd.read_parquet(out / "code_heavy" / "losses.parquet"), kept)
     assert json.loads((out / "code_heavy" / "run.json").read_text())["status"] == "ok"
@@ -178,7 +179,7 @@ def test_finished_run_is_republished_not_retrained(data_dir, mixtures, reference
 def test_results_of_older_training_code_are_not_reused(data_dir, mixtures, tmp_path, monkeypatch):
     weights = _weights(mixtures, "uniform")
     first = train_mixture(data_dir, "uniform", weights, BASE, tmp_path)
-    monkeypatch.setattr(train, "code_fingerprint", lambda: "edited-training-code")
+    monkeypatch.setattr(reuse, "code_fingerprint", lambda: "edited-training-code")
     second = train_mixture(data_dir, "uniform", weights, BASE, tmp_path)
     assert not second.reused
     assert first.folder != second.folder and not first.folder.exists()
@@ -187,7 +188,7 @@ def test_results_of_older_training_code_are_not_reused(data_dir, mixtures, tmp_p
 def test_diverged_run_is_recorded_and_the_job_goes_on(data_dir, mixtures, tmp_path):
     runs = ["legal_heavy", "code_heavy"]
     config = replace(BASE, eval_every=2)
-    diverged, fine = train_proxies(
+    diverged, fine = train_runs(
         data_dir, mixtures, runs, config, tmp_path / "out", tmp_path / "work", [PoisonOnceAt(5)]
     )
     record = json.loads((tmp_path / "out" / "legal_heavy" / "run.json").read_text())

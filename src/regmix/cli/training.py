@@ -29,6 +29,7 @@ def add_train_proxy(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="runs to train")
     p.add_argument("--settings", type=json_object, default={}, help="TrainConfig fields (JSON)")
     add_tracking_argument(p)
+    add_reuse_argument(p)
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument(
@@ -59,6 +60,23 @@ def add_tracking_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_reuse_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reuse",
+        type=json_object,
+        default={},
+        help="how far a run trained before is kept after its data changed (JSON, the "
+        "workflow's `reuse` section): max_change, the share of a domain's tokens that may "
+        "change under a run before it re-trains (default 0: any change)",
+    )
+
+
+def _reuse_policy(args: argparse.Namespace):
+    from regmix.training.reuse import ReusePolicy
+
+    return dataclass_from(ReusePolicy, args.reuse, "--reuse")
+
+
 def _tracking_config(args: argparse.Namespace):
     """The tracker settings, checked (and the backend's package found) before training starts."""
     from regmix.training.tracking import TrackingConfig, check_installed
@@ -80,13 +98,24 @@ def add_gpus_argument(p: argparse.ArgumentParser) -> None:
 
 def _train_proxy(args: argparse.Namespace) -> None:
     _use_threads(args.threads)
-    from regmix.training.train import TrainConfig, train_proxies
+    # torch and Lightning are imported only if a run must be measured or trained: a job
+    # whose every run is kept decides and re-publishes in a fraction of a second.
+    from regmix.training.jobs import train_runs
+    from regmix.training.train_config import TrainConfig
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
     tracking = _tracking_config(args)
+    policy = _reuse_policy(args)
     with _granted_devices(args.gpus, config) as config:
-        train_proxies(
-            args.data, args.mixtures, args.runs, config, args.out, args.work, tracking=tracking
+        train_runs(
+            args.data,
+            args.mixtures,
+            args.runs,
+            config,
+            args.out,
+            args.work,
+            tracking=tracking,
+            policy=policy,
         )
     if args.table is not None:
         from regmix.workflow.collect import write_batch_table
@@ -121,14 +150,14 @@ def _granted_devices(gpus: int | None, config):
 
 
 def _use_threads(threads: int) -> None:
-    """Fix the thread count before torch starts its thread pools (its import reads the env)."""
+    """Fix the thread count before torch starts its thread pools (its import reads the env),
+    whenever torch is imported."""
     if threads < 1:
         raise RegmixError(f"--threads: must be >= 1, got {threads}")
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def add_collect_proxies(commands: argparse._SubParsersAction) -> None:
@@ -174,6 +203,7 @@ def add_train_final(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="the row of --mixtures to train")
     p.add_argument("--settings", type=json_object, default={}, help="TrainConfig fields (JSON)")
     add_tracking_argument(p)
+    add_reuse_argument(p)
     p.add_argument("--out", type=Path, required=True, help="folder of per-run outputs")
     p.add_argument("--work", type=Path, required=True, help="folder of per-run checkpoints")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for this process")
@@ -188,9 +218,24 @@ def _train_final(args: argparse.Namespace) -> None:
     # this returns only in the process that should train.
     relaunch_under_srun(args.gpus or 0, args.threads)
     _use_threads(args.threads)
-    from regmix.training.train import TrainConfig, train_final
+    from regmix.training.jobs import train_runs
+    from regmix.training.train_config import TrainConfig
 
     config = dataclass_from(TrainConfig, args.settings, "--settings")
     tracking = _tracking_config(args)
+    policy = _reuse_policy(args)
     with _granted_devices(args.gpus, config) as config:
-        train_final(args.data, args.mixtures, args.run, config, args.out, args.work, tracking)
+        trained = train_runs(
+            args.data,
+            args.mixtures,
+            [args.run],
+            config,
+            args.out,
+            args.work,
+            keep_model=True,
+            tracking=tracking,
+            kind="final",
+            policy=policy,
+        )
+    if not trained:
+        raise RegmixError(f"final model {args.run}: dropped (see above); it cannot be trained")

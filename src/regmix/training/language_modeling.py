@@ -21,6 +21,7 @@ from regmix.training.model import Transformer, next_token_loss
 from regmix.training.model_config import ModelConfig
 from regmix.training.tracking import log_hyperparameters
 from regmix.training.train_config import TrainConfig
+from regmix.training.validation import validation_losses
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -136,21 +137,6 @@ class LanguageModeling(L.LightningModule):
         return DataLoader(
             dataset, batch_size=None, pin_memory=trainer.strategy.root_device.type == "cuda"
         )
-
-
-@torch.no_grad()
-def validation_losses(
-    model: torch.nn.Module, windows: Mapping[str, torch.Tensor], batch_size: int
-) -> dict[str, float]:
-    """Mean next-token loss per domain over its fixed windows."""
-    device = next(model.parameters()).device
-    losses = {}
-    for domain, block in windows.items():
-        total = torch.zeros((), device=device)
-        for chunk in block.split(batch_size):
-            total += next_token_loss(model, chunk.to(device), reduction="sum")
-        losses[domain] = float(total) / (block.size(0) * (block.size(1) - 1))
-    return losses
 
 
 class RunProgress(L.Callback):

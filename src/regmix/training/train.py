@@ -18,16 +18,13 @@ models differ only in their `TrainConfig` (preset, tokens, devices, precision). 
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -39,24 +36,30 @@ from lightning.fabric.utilities.warnings import disable_possible_user_warnings
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import LightningEnvironment
 
+from regmix.data.content import Contents, read_contents
 from regmix.data.loader import (
     MixedBatches,
     any_index,
-    domain_index,
     leading_share,
     open_shards,
     vocab_size,
 )
 from regmix.data.loader import validation_windows as make_validation_windows
 from regmix.errors import RegmixError
-from regmix.files import read_table, write_json, write_table
-from regmix.search.mixtures import WEIGHT, check_weights, mixture_domains
-from regmix.search.runs import RUN_LOSS_COLUMNS, RUN_LOSSES, RUN_RECORD, STATUS_DIVERGED, STATUS_OK
+from regmix.search.runs import RUN_LOSS_COLUMNS, STATUS_DIVERGED, STATUS_OK
+from regmix.training import reuse
 from regmix.training.devices import lightning_plugins
 from regmix.training.language_modeling import (
     LanguageModeling,
     RunProgress,
     TrackerLogging,
+)
+from regmix.training.results import MODEL, RunResult, load_result, save_result
+from regmix.training.reuse import (
+    corpus_fingerprint,
+    data_record,
+    training_key,
+    weighted,
 )
 from regmix.training.tracking import (
     TrackingConfig,
@@ -64,11 +67,11 @@ from regmix.training.tracking import (
     finish_logger,
     hyperparameters,
 )
-from regmix.training.train_config import TRAINING_MODULES, TrainConfig, digest
+from regmix.training.train_config import TrainConfig, digest
+from regmix.training.validation import keep_weights
 
 CHECKPOINT = "last.ckpt"
-MODEL = "hf"
-"""A kept model's folder (Hugging Face LlamaForCausalLM format) beside a run's results."""
+__all__ = ["RunResult", "TrainConfig"]
 
 # Lightning's notes that do not apply here: the data order is resumed by step (not by a
 # stateful loader), batches are generated in-process (no workers needed), a diverged step
@@ -85,38 +88,6 @@ for _message in (
 
 
 # --- one run, end to end --------------------------------------------------------------------
-
-
-@dataclass
-class RunResult:
-    """What one run produced: its loss table and its record (run.json)."""
-
-    losses: pd.DataFrame
-    record: dict = field(default_factory=dict)
-    reused: bool = False
-    """True when the run had finished before and its kept results were returned."""
-    folder: Path | None = None
-    """The work folder holding the kept results (and the exported model, if kept)."""
-    is_global_zero: bool = True
-    """False in the other processes of a multi-device run: only rank 0 writes outputs."""
-
-
-def data_fingerprint(
-    data_dir: str | os.PathLike, train: Sequence[str], valid: Sequence[str]
-) -> str:
-    """Hash of the shards' sidecars (token counts, dtype, tokenizer) that a run reads."""
-    sidecars = {
-        f"{split}/{domain}": _without_paths(domain_index(data_dir, split, domain))
-        for split, domains in (("train", train), ("valid", valid))
-        for domain in domains
-    }
-    return digest(sidecars)
-
-
-def _without_paths(index: dict) -> dict:
-    """A domain's index less its shard file names: a run depends on the tokens, not on how the
-    data stage grouped its files into jobs."""
-    return {k: v for k, v in index.items() if k != "shards"}
 
 
 def precision_for(config: TrainConfig) -> str:
@@ -190,29 +161,29 @@ def train_mixture(
     keep_model: bool = False,
     tracking: TrackingConfig | None = None,
     kind: str = "proxy",
+    contents: Contents | None = None,
 ) -> RunResult:
     """Train one run on one mixture, resuming from its checkpoint in `work_dir` if it has one.
 
     `work_dir` is the run's own folder; its results are kept there under the run's
-    fingerprint (`<work_dir>/<fingerprint>/`), and a finished run returns them without
-    training again. With `keep_model` the trained model is kept too, exported for Hugging
-    Face (proxies are only measured; final models are used). `tracking` names the experiment
-    tracker a trained run reports to (as a `kind` run: proxy or final); it changes nothing
-    the run computes.
+    fingerprint (`<work_dir>/<fingerprint>/`: its training and the content of the train
+    domains it weights), and a finished run returns them without training again. A proxy keeps
+    its final weights (so that it can be measured again on changed validation data); with
+    `keep_model` the trained model is kept exported for Hugging Face instead (final models are
+    used). `contents` is the data's (regmix.data.content), read if not given. `tracking` names
+    the experiment tracker a trained run reports to (as a `kind` run: proxy or final); it
+    changes nothing the run computes.
     """
     started = time.perf_counter()
+    contents = contents if contents is not None else read_contents(data_dir)
     valid = open_shards(data_dir, "valid")
-    train = open_shards(data_dir, "train", list(weights))
+    train = open_shards(data_dir, "train", list(weighted(weights)))
     vocab = vocab_size(data_dir)
     model_config = config.model_config(vocab)
+    key = training_key(asdict(config), weights, keep_model)
+    data = data_record(weights, contents)
     fingerprint = digest(
-        {
-            "settings": config.fingerprint(),
-            "mixture": {d: round(float(w), 12) for d, w in sorted(weights.items())},
-            "data": data_fingerprint(data_dir, list(train), list(valid)),
-            "code": code_fingerprint(),
-            "keep_model": keep_model,
-        }
+        {"key": key, "train": {d: c["fingerprint"] for d, c in data["train"].items()}}
     )
     folder = Path(work_dir) / fingerprint
     # Every rank of a multi-device run gets here; only rank 0 touches shared files.
@@ -273,6 +244,11 @@ def train_mixture(
         "seed": config.seed,
         "settings_fingerprint": config.fingerprint(),
         "fingerprint": fingerprint,
+        "training_key": key,
+        "code": reuse.code_fingerprint(),
+        "keep_model": keep_model,
+        "corpus": corpus_fingerprint(contents),
+        "data": data,
         "weights": {d: float(w) for d, w in weights.items()},
         "settings": asdict(config),
     }
@@ -280,6 +256,8 @@ def train_mixture(
     if trainer.is_global_zero:
         if keep_model:
             export_model(module.model, data_dir, folder / MODEL)
+        else:
+            keep_weights(module.model, folder)
         save_result(result, folder)
         checkpoint.unlink(missing_ok=True)  # the results are kept; the heavy state is not
     return result
@@ -288,14 +266,6 @@ def train_mixture(
 def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint was taken at (memory-mapped: its tensors stay on disk)."""
     return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """Hash of TRAINING_MODULES' source, so results of older training code are never reused."""
-    package = Path(__file__).parents[1]
-    sources = [package / f"{module.replace('.', '/')}.py" for module in TRAINING_MODULES]
-    return digest([path.read_text() for path in sources])
 
 
 def _remove_stale(run_work_dir: Path, keep: Path) -> None:
@@ -307,27 +277,6 @@ def _remove_stale(run_work_dir: Path, keep: Path) -> None:
             shutil.rmtree(child)
 
 
-def save_result(result: RunResult, folder: str | os.PathLike) -> None:
-    folder = Path(folder)
-    write_table(result.losses, folder / RUN_LOSSES)
-    write_json(result.record, folder / RUN_RECORD)  # written last: its presence marks "finished"
-
-
-def load_result(folder: str | os.PathLike, is_global_zero: bool = True) -> RunResult | None:
-    """A finished run's results, or None if the run has not finished."""
-    folder = Path(folder)
-    if not (folder / RUN_RECORD).is_file() or not (folder / RUN_LOSSES).is_file():
-        return None
-    record = json.loads((folder / RUN_RECORD).read_text())
-    return RunResult(
-        read_table(folder / RUN_LOSSES),
-        record,
-        reused=True,
-        folder=folder,
-        is_global_zero=is_global_zero,
-    )
-
-
 def export_model(model: torch.nn.Module, data_dir: str | os.PathLike, folder: Path) -> None:
     """Export for Hugging Face with the data's tokenizer (its tokenizer.json, or bytes)."""
     from regmix.training.export import export_hf
@@ -336,107 +285,3 @@ def export_model(model: torch.nn.Module, data_dir: str | os.PathLike, folder: Pa
     tokenizer = Path(data_dir) / "tokenizer.json"
     model = getattr(model, "_orig_mod", model)  # an in-place compiled model keeps its names
     export_hf(model, folder, eos_id, tokenizer if tokenizer.is_file() else None)
-
-
-def publish(result: RunResult, out_dir: str | os.PathLike) -> None:
-    """Write a run's declared outputs (`<out_dir>/losses.parquet`, `run.json`, and the kept
-    model in `<out_dir>/hf/`) atomically: the model folder is copied aside and renamed."""
-    out_dir = Path(out_dir)
-    kept = result.folder / MODEL if result.folder is not None else None
-    if kept is not None and kept.is_dir():
-        staging = out_dir / f".{MODEL}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(kept, staging)
-        shutil.rmtree(out_dir / MODEL, ignore_errors=True)
-        os.replace(staging, out_dir / MODEL)
-    save_result(result, out_dir)
-
-
-# --- a job of several proxies ---------------------------------------------------------------
-
-
-def read_mixture_weights(mixtures_path: str | os.PathLike, runs: Sequence[str]) -> dict[str, dict]:
-    """Each requested run's mixture, {run: {domain: weight}}, from a mixture table."""
-    table = read_table(mixtures_path, ["run"])
-    check_weights(table, str(mixtures_path))
-    table = table.set_index(table["run"].astype(str))
-    missing = [r for r in runs if r not in table.index]
-    if missing:
-        raise RegmixError(f"{mixtures_path}: no run named {missing[0]!r}")
-    domains = mixture_domains(table)
-    return {run: {d: float(table.at[run, WEIGHT + d]) for d in domains} for run in runs}
-
-
-def train_proxies(
-    data_dir: str | os.PathLike,
-    mixtures_path: str | os.PathLike,
-    runs: Sequence[str],
-    config: TrainConfig,
-    out_dir: str | os.PathLike,
-    work_dir: str | os.PathLike,
-    callbacks: Sequence[L.Callback] = (),
-    keep_model: bool = False,
-    tracking: TrackingConfig | None = None,
-    kind: str = "proxy",
-) -> list[RunResult]:
-    """Train several runs back to back in this process (RegMix's proxies, `proxies_per_job`).
-
-    One process pays the imports and first-step costs once for all of them. A diverged run is
-    recorded and the job goes on with the next. `keep_model` also publishes each trained model;
-    each trained run reports to `tracking`'s tracker as a `kind` run.
-    """
-    if len(set(runs)) != len(runs):
-        raise RegmixError("--runs: a run is listed twice")
-    mixtures = read_mixture_weights(mixtures_path, runs)
-    results = []
-    for run in runs:
-        result = train_mixture(
-            data_dir,
-            run,
-            mixtures[run],
-            config,
-            Path(work_dir) / run,
-            callbacks,
-            keep_model,
-            tracking,
-            kind,
-        )
-        if result.is_global_zero:
-            publish(result, Path(out_dir) / run)
-            print(summary_line(result), file=sys.stderr, flush=True)
-        results.append(result)
-    return results
-
-
-def train_final(
-    data_dir: str | os.PathLike,
-    mixtures_path: str | os.PathLike,
-    run: str,
-    config: TrainConfig,
-    out_dir: str | os.PathLike,
-    work_dir: str | os.PathLike,
-    tracking: TrackingConfig | None = None,
-) -> RunResult:
-    """Train one final model on its mixture and publish its losses, record and HF export."""
-    return train_proxies(
-        data_dir,
-        mixtures_path,
-        [run],
-        config,
-        out_dir,
-        work_dir,
-        keep_model=True,
-        tracking=tracking,
-        kind="final",
-    )[0]
-
-
-def summary_line(result: RunResult) -> str:
-    r = result.record
-    if result.reused:
-        return f"{r['run']}: {r['status']}, finished earlier; results re-published"
-    speed = f"{r['tokens_per_s']:,.0f} tokens/s" if r.get("tokens_per_s") else "no steps"
-    return (
-        f"{r['run']}: {r['status']}, {r['steps']} steps, {r['tokens']:,} tokens, {speed}, "
-        f"{r['wall_seconds']:.1f} s"
-    )

@@ -18,6 +18,7 @@ from regmix.training.model_config import ModelConfig
 TRAINING_MODULES = (
     "training.train",
     "training.language_modeling",
+    "training.validation",
     "training.train_config",
     "training.model",
     "training.model_config",

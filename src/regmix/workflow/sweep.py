@@ -19,6 +19,7 @@ from typing import Any
 
 from regmix.errors import RegmixError
 from regmix.search.mixtures import run_names
+from regmix.training.train_config import training_settings
 
 RESULTS = "results"
 LOGS = "logs"
@@ -51,6 +52,9 @@ class Sweep:
     """The corpus records a planted answer, trained as a final model too."""
     check_optimum: bool = True
     """The recommended mixture is also trained as a proxy (predicted against actual)."""
+    explores: tuple[tuple[str, ...], ...] = ()
+    """The domains each extra round explores: rounds after the configured ones, added when
+    domains new to a finished sweep arrived (regmix.workflow.reuse_plan.extra_rounds)."""
 
     def __post_init__(self) -> None:
         if not self.rounds or any(n < 1 for n in self.rounds):
@@ -59,19 +63,37 @@ class Sweep:
             raise RegmixError("proxy.proxies_per_job: must be >= 1")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], planted: bool) -> Sweep:
-        """The sweep of a validated workflow config (defaults filled in)."""
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        planted: bool,
+        extra: tuple[tuple[int, tuple[str, ...]], ...] = (),
+    ) -> Sweep:
+        """The sweep of a validated workflow config (defaults filled in), with the `extra`
+        rounds (size, domains explored) that new domains added."""
         return cls(
-            rounds=tuple(config["mixtures"]["rounds"]),
+            rounds=(*config["mixtures"]["rounds"], *(size for size, _ in extra)),
             proxies_per_job=config["proxy"]["proxies_per_job"],
             heldout=config["final"]["heldout"],
             planted=planted,
             check_optimum=config["proxy"]["check_optimum"],
+            explores=tuple(tuple(domains) for _, domains in extra),
         )
 
     @property
     def n_rounds(self) -> int:
         return len(self.rounds)
+
+    @property
+    def configured_rounds(self) -> int:
+        """The rounds the config asks for; the last of them also trains the current optimum."""
+        return len(self.rounds) - len(self.explores)
+
+    def explored(self, round: int) -> tuple[str, ...]:
+        """The new domains an extra round explores (empty for a configured round)."""
+        self._check_round(round)
+        extra = round - self.configured_rounds
+        return self.explores[extra - 1] if extra > 0 else ()
 
     @cached_property
     def _names(self) -> list[str]:
@@ -177,3 +199,24 @@ def optimum_proxy_dir() -> str:
 def checkpoint_dir(stage: str, run: str) -> str:
     """Checkpoints and kept results of one run, outside the declared outputs."""
     return f"{RESULTS}/checkpoints/{stage}/{run}"
+
+
+# --- what each run is trained with ----------------------------------------------------------
+
+
+def final_tokens(config: Mapping[str, Any]) -> int:
+    """The final model's token budget: it sets how often a domain may be repeated."""
+    final = config["final"]
+    return final["steps"] * final["batch_size"] * final["seq_len"]
+
+
+def run_settings(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """A training section's TrainConfig fields; repetition-matched proxies train on the share
+    of each domain that they repeat as often as the final model will repeat all of it."""
+    settings = training_settings(config[section])
+    if section == "proxy" and config["proxy"]["repetition_matched"]:
+        proxy = config["proxy"]
+        settings["data_fraction"] = min(
+            1.0, proxy["steps"] * proxy["batch_size"] * proxy["seq_len"] / final_tokens(config)
+        )
+    return settings

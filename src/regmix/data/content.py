@@ -1,0 +1,120 @@
+"""What a model reads of each prepared domain, as content: a fingerprint, the token count, and
+the per-file parts the token stream is made of.
+
+A run records the content of every domain it trained on and was measured on (run.json
+`data`), and the workflow compares it with the current data to decide whether the run is still
+exact (regmix.training.reuse). Equal fingerprints mean the same tokens in the same order;
+`change_fraction` says how much of a domain moved when they differ.
+
+The data stage writes each domain's `fingerprint` and per-file `token_hash` into its index
+(regmix.data.fingerprint, INTERFACES §2). For a data folder prepared before that, the content
+is hashed here from the shard files themselves (`provisional_content`), with the same meaning at
+the granularity of a data job instead of a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+SPLITS = ("train", "valid")
+"""The splits a model trains or is measured on."""
+
+
+@dataclass(frozen=True)
+class DomainContent:
+    """One prepared (split, domain) as a model reads it."""
+
+    fingerprint: str
+    tokens: int
+    """Tokens the loader reads of the domain."""
+    parts: tuple[tuple[str, int], ...] = ()
+    """(token hash, tokens read) of each non-empty shard, in order."""
+
+    def to_record(self) -> dict:
+        return {"fingerprint": self.fingerprint, "tokens": self.tokens, "parts": self.parts}
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> DomainContent:
+        parts = tuple((str(h), int(n)) for h, n in record.get("parts", ()))
+        return cls(str(record["fingerprint"]), int(record["tokens"]), parts)
+
+
+Contents = dict[str, dict[str, DomainContent]]
+"""{split: {domain: DomainContent}}: the content of a whole data folder."""
+
+
+def read_contents(data_dir: str | os.PathLike) -> Contents:
+    """Every prepared domain's content, by split, from a data folder's domain indexes."""
+    data_dir = Path(data_dir)
+    contents: Contents = {}
+    for split in SPLITS:
+        contents[split] = {
+            index.stem: index_content(data_dir, json.loads(index.read_text()))
+            for index in sorted((data_dir / split).glob("*.json"))
+        }
+    return contents
+
+
+def index_content(data_dir: Path, index: Mapping) -> DomainContent:
+    """A domain's content from its index (`{split}/{domain}.json`)."""
+    shards = [s for s in index["shards"] if int(s.get("use", s["tokens"])) > 0]
+    if "fingerprint" in index and all("token_hash" in s for s in shards):
+        parts = tuple((s["token_hash"], int(s.get("use", s["tokens"]))) for s in shards)
+        return DomainContent(index["fingerprint"], sum(n for _, n in parts), parts)
+    return provisional_content(data_dir, index)
+
+
+def provisional_content(data_dir: Path, index: Mapping) -> DomainContent:
+    """The content of a domain whose index predates fingerprints: its shards' bytes hashed."""
+    parts = tuple(
+        (_file_hash(str(data_dir / s["path"])), int(s["tokens"]))
+        for s in index["shards"]
+        if int(s["tokens"]) > 0
+    )
+    return DomainContent(
+        _combine(index["tokenizer"], index["dtype"], parts), sum(n for _, n in parts), parts
+    )
+
+
+def _combine(tokenizer: str, dtype: str, parts: Iterable[tuple[str, int]]) -> str:
+    payload = json.dumps({"tokenizer": tokenizer, "dtype": dtype, "shards": list(parts)})
+    return "blake2b:" + hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def _file_hash(path: str) -> str:
+    stat = os.stat(path)
+    return _cached_file_hash(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _cached_file_hash(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return "blake2b:" + digest.hexdigest()
+
+
+def change_fraction(old: DomainContent, new: DomainContent) -> float:
+    """How much of a domain a model reads changed, as a share of what it read before: tokens
+    no longer read plus tokens read anew, matched per part by its hash (a file added to a domain
+    of 100 tokens that holds 3 is 0.03; one replaced is its share twice). 0 when the
+    fingerprints are equal; 1 when nothing can be matched (no parts known)."""
+    if old.fingerprint == new.fingerprint:
+        return 0.0
+    if not old.parts or not new.parts or old.tokens == 0:
+        return 1.0
+    available: dict[str, list[int]] = {}
+    for token_hash, tokens in new.parts:
+        available.setdefault(token_hash, []).append(tokens)
+    common = 0
+    for token_hash, tokens in old.parts:
+        if available.get(token_hash):
+            common += min(tokens, available[token_hash].pop(0))
+    return (old.tokens - common + new.tokens - common) / old.tokens

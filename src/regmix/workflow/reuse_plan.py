@@ -1,0 +1,409 @@
+"""What a re-run does with the runs an earlier sweep trained, known before anything runs.
+
+The rules' params carry, for every training job, the record each of its runs will have once
+the job ran (regmix.training.reuse.decide): the same decision the job takes, from the kept
+records under `results/checkpoints/` and the current data's content. So after a corpus change
+Snakemake runs exactly the jobs whose runs change, and the job keeps, measures again or trains
+each run as decided. `ReusePlan.table_lines` prints the decisions by reason; the Snakefile
+prints them while it parses (so `snakemake -n` shows them) and `regmix plan` prints them too.
+
+When the data stage has to run first, the decisions are predicted from the corpus files (new,
+removed and touched files; what corpus.domains leaves out) and say so; once it has run they are
+measured from the content fingerprints. New domains add an extra round of proxies after the
+configured ones (`extra_rounds`), derived from the mixture tables on disk so that the DAG stays
+the same from one invocation to the next.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from regmix.data.content import Contents, DomainContent, read_contents
+from regmix.search.mixtures import WEIGHT
+from regmix.training.reuse import Decision, ReusePolicy, decide, kept_run
+from regmix.training.train_config import TrainConfig, digest
+from regmix.workflow.sweep import (
+    OPTIMUM,
+    Sweep,
+    checkpoint_dir,
+    final_mixture_path,
+    mixtures_path,
+    run_settings,
+)
+
+DATA = Path("results/data")
+STAGES = {"proxy": ("proxy", False), "optimum": ("proxy", True), "final": ("final", True)}
+"""Kept-results folder (results/checkpoints/<stage>) → (config section, keeps its model).
+The optimum check is a proxy whose mixture is the final `regmix` model's."""
+PLANNED = "planned"
+"""The state of a run whose mixture is not drawn yet: its job runs anyway."""
+
+
+# --- extra rounds for new domains -------------------------------------------------------------
+
+
+def table_columns(path: Path) -> tuple[list[str], int] | None:
+    """A mixture table's domains and rows, from its parquet footer (None: no table)."""
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    names = meta.schema.names
+    return [c[len(WEIGHT) :] for c in names if c.startswith(WEIGHT)], meta.num_rows
+
+
+def extra_rounds(
+    workdir: str | os.PathLike, configured: int, domains: Iterable[str], per_domain: int
+) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """The rounds after the configured ones: those on disk (size, the domains each explores),
+    and one more of `per_domain` runs per domain of `domains` (the corpus's train domains now)
+    that no round's mixtures have, when a sweep has been drawn before."""
+    workdir = Path(workdir)
+    known: set[str] = set()
+    drawn = False
+    for round in range(1, configured + 1):
+        found = table_columns(workdir / mixtures_path(round))
+        if found is not None:
+            known.update(found[0])
+            drawn = True
+    extra = []
+    round = configured + 1
+    while (found := table_columns(workdir / mixtures_path(round))) is not None:
+        extra.append((found[1], tuple(d for d in found[0] if d not in known)))
+        known.update(found[0])
+        round += 1
+    new = tuple(sorted(d for d in domains if d not in known))
+    if drawn and new and per_domain > 0:
+        extra.append((per_domain * len(new), new))
+    return tuple(extra)
+
+
+# --- corpus changes predicted from the files --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileChange:
+    relative: str
+    split: str
+    domain: str
+    kind: str
+    """added | removed | touched"""
+    bytes: int
+
+
+def recorded_files(data_dir: Path) -> dict[str, float]:
+    """The corpus files the data stage last read: relative path → when it read them (the
+    group record's mtime, in seconds)."""
+    import json
+
+    files = {}
+    for record in sorted((data_dir / "shards").glob("*/group.json")):
+        when = record.stat().st_mtime
+        for relative in json.loads(record.read_text()).get("files", []):
+            files[relative] = when
+    return files
+
+
+def predict_changes(data_dir: Path, corpus_files: Iterable) -> list[FileChange]:
+    """What changed in the corpus since the data stage last read it, from file names and
+    times (`corpus_files`: regmix.data.corpus.CorpusFile of a corpus in RegMix's layout)."""
+    from regmix.data.corpus import domain_of
+
+    recorded = recorded_files(data_dir)
+    changes, seen = [], set()
+    for file in corpus_files:
+        if file.domain is None or file.split is None:
+            continue
+        seen.add(file.relative)
+        stat = file.path.stat()
+        if file.relative not in recorded:
+            kind = "added"
+        elif stat.st_mtime > recorded[file.relative]:
+            kind = "touched"
+        else:
+            continue
+        changes.append(FileChange(file.relative, file.split, file.domain, kind, stat.st_size))
+    for relative in sorted(set(recorded) - seen):
+        split, _, name = relative.partition("/")
+        changes.append(FileChange(relative, split, domain_of(Path(name)), "removed", 0))
+    return changes
+
+
+def predicted_contents(
+    old: Contents, changes: list[FileChange], expected: Mapping[str, list[str]], sizes: Mapping
+) -> Contents:
+    """The content the data stage is expected to produce: `old` with the domains that
+    corpus.domains leaves out or whose files are all gone removed, new domains added, and the
+    domains that gained or lost files changed by their share of bytes (`sizes`: bytes of each
+    (split, domain) in the corpus now). A touched file is expected to hold the same content."""
+    contents: Contents = {}
+    for split, domains in expected.items():
+        contents[split] = {}
+        for domain in domains:
+            moved = [
+                c
+                for c in changes
+                if c.split == split and c.domain == domain and c.kind in ("added", "removed")
+            ]
+            before = old.get(split, {}).get(domain)
+            if before is None:
+                contents[split][domain] = DomainContent(f"predicted:new:{domain}", 0, ())
+            elif not moved:
+                contents[split][domain] = before
+            else:
+                total = max(sizes.get((split, domain), 0), 1)
+                added = sum(c.bytes for c in moved if c.kind == "added")
+                share = added / total if added else 1 / max(len(moved), 1)
+                extra = max(1, round(share * before.tokens))
+                contents[split][domain] = DomainContent(
+                    f"predicted:changed:{before.fingerprint}",
+                    before.tokens + extra,
+                    (*before.parts, (f"predicted:{domain}", extra)),
+                )
+    return contents
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReusePlan:
+    """Every run's decision for the workflow run in `workdir` under `config`."""
+
+    config: Mapping
+    workdir: Path
+    sweep: Sweep
+    expected: Mapping[str, list[str]] | None = None
+    """The domains the data stage will hold, by split, when it must run first (predicted
+    decisions); None when the prepared data is current (measured decisions)."""
+    changes: list[FileChange] = field(default_factory=list)
+    """Corpus files added, removed or touched since the data stage ran (predicted only)."""
+    sizes: Mapping = field(default_factory=dict)
+    _contents: tuple[int, Contents] | None = None
+
+    @property
+    def policy(self) -> ReusePolicy:
+        return ReusePolicy.from_config(self.config.get("reuse"))
+
+    @property
+    def predicted(self) -> bool:
+        return self.expected is not None
+
+    def contents(self) -> Contents | None:
+        """The prepared data's content now (re-read whenever the data stage rewrote it, as it
+        may have in this invocation), or as predicted; None before any data was prepared."""
+        stats = self.workdir / DATA / "stats.parquet"
+        if not stats.is_file():
+            return None
+        stamp = stats.stat().st_mtime_ns
+        if self._contents is None or self._contents[0] != stamp:
+            self._contents = (stamp, read_contents(self.workdir / DATA))
+        if self.expected is not None and stamp == self._predicted_from:
+            return predicted_contents(self._contents[1], self.changes, self.expected, self.sizes)
+        return self._contents[1]
+
+    def __post_init__(self) -> None:
+        stats = self.workdir / DATA / "stats.parquet"
+        # Predictions stand for the data as it was when the workflow was read; once the data
+        # stage has run in this invocation, its fingerprints decide.
+        self._predicted_from = stats.stat().st_mtime_ns if stats.is_file() else None
+
+    def settings(self, stage: str) -> dict:
+        section, _ = STAGES[stage]
+        return asdict(TrainConfig(**run_settings(self.config, section)))
+
+    def decision(self, stage: str, run: str, weights: Mapping[str, float]) -> Decision | None:
+        """The decision about one run (None: no data prepared yet, so every run is new)."""
+        contents = self.contents()
+        if contents is None:
+            return None
+        kept = kept_run(self.workdir / checkpoint_dir(stage, run))
+        record = kept.record if kept is not None else None
+        _, keep_model = STAGES[stage]
+        return decide(record, self.settings(stage), weights, contents, self.policy, keep_model)
+
+    def state(self, stage: str, mixtures: str, runs: Iterable[str]) -> str:
+        """What a training job's params carry: the state its runs will have once it ran."""
+        weights = mixture_weights(self.workdir / mixtures)
+        states = []
+        for run in runs:
+            if run not in weights:
+                return PLANNED
+            decision = self.decision(stage, run, weights[run])
+            states.append(PLANNED if decision is None else decision.state)
+        return digest(states)
+
+    def batch_state(self, round: int, runs: Iterable[str]) -> str:
+        return self.state("proxy", mixtures_path(round), runs)
+
+    def final_state(self, name: str) -> str:
+        return self.state("final", final_mixture_path(name), [name])
+
+    def optimum_state(self) -> str:
+        return self.state("optimum", final_mixture_path(OPTIMUM), [OPTIMUM])
+
+    # --- the table by reason ------------------------------------------------------------------
+
+    def decisions(self) -> dict[str, list[tuple[str, Decision]]]:
+        """Every run trained before, or drawn and not trained yet, with its decision, by kind:
+        proxies (with the optimum check) and final models."""
+        found: dict[str, list[tuple[str, Decision]]] = {"proxies": [], "finals": []}
+        for round in range(1, self.sweep.n_rounds + 1):
+            weights = mixture_weights(self.workdir / mixtures_path(round))
+            for run in self.sweep.runs(round):
+                if run in weights and (decision := self.decision("proxy", run, weights[run])):
+                    found["proxies"].append((run, decision))
+        optimum = mixture_weights(self.workdir / final_mixture_path(OPTIMUM)).get(OPTIMUM)
+        checked = self.sweep.check_optimum and optimum is not None
+        if checked and (decision := self.decision("optimum", OPTIMUM, optimum)):
+            found["proxies"].append((f"{OPTIMUM} (optimum check)", decision))
+        for name in self.sweep.final_names():
+            weights = mixture_weights(self.workdir / final_mixture_path(name)).get(name)
+            if weights is not None and (decision := self.decision("final", name, weights)):
+                found["finals"].append((name, decision))
+        return found
+
+    def table_lines(self) -> list[str]:
+        """The decisions by reason, as a person reads them (empty when nothing was trained)."""
+        found = self.decisions()
+        trained = [d for runs in found.values() for _, d in runs if d.action != "new"]
+        if not trained:
+            return []
+        how = (
+            "predicted from the corpus files (the data stage runs first; its fingerprints decide)"
+            if self.predicted
+            else "measured from the prepared data's content fingerprints"
+        )
+        lines = [f"regmix reuse: what this run does with the runs trained before, {how}"]
+        lines += self.change_lines()
+        counts: dict[str, Counter] = {}
+        for kind, runs in found.items():
+            for _, decision in runs:
+                counts.setdefault(row_label(decision), Counter())[kind] += 1
+        for explored in self.new_rounds():
+            counts.setdefault(explored[0], Counter())["proxies"] += explored[1]
+        width = max(len(label) for label in counts)
+        lines.append(f"  {'decision':<{width}}  proxies  finals")
+        for label, count in counts.items():
+            lines.append(f"  {label:<{width}}  {count['proxies']:>7}  {count['finals']:>6}")
+        lines.append(
+            "  (final models that follow the optimum or the token prior are decided once their "
+            "mixture is drawn)"
+        )
+        return lines
+
+    def new_rounds(self) -> list[tuple[str, int]]:
+        """Extra rounds not drawn yet: (label, runs)."""
+        rows = []
+        for round in range(self.sweep.configured_rounds + 1, self.sweep.n_rounds + 1):
+            if not (self.workdir / mixtures_path(round)).is_file():
+                explored = ", ".join(self.sweep.explored(round))
+                rows.append(
+                    (f"new: round {round} explores {explored}", self.sweep.rounds[round - 1])
+                )
+        return rows
+
+    def change_lines(self) -> list[str]:
+        """The corpus changes the prediction rests on (predicted decisions only)."""
+        if not self.predicted:
+            return []
+        by_domain: dict[str, Counter] = {}
+        for change in self.changes:
+            by_domain.setdefault(f"{change.split}/{change.domain}", Counter())[change.kind] += 1
+        old = self._contents[1] if self._contents else {}
+        for split, domains in self.expected.items():
+            for domain in sorted(set(old.get(split, {})) - set(domains)):
+                by_domain.setdefault(f"{split}/{domain}", Counter())["left out"] += 1
+        parts = [
+            f"{name}: " + ", ".join(f"{n} file(s) {kind}" for kind, n in sorted(kinds.items()))
+            for name, kinds in sorted(by_domain.items())
+        ]
+        return [f"  corpus changes: {'; '.join(parts) or 'none found'}"]
+
+
+def row_label(decision: Decision) -> str:
+    """A decision's row in the table: its category and reasons, without per-run figures."""
+    reasons = sorted({re.sub(r" \(.*\)$", "", r) for r in decision.reasons})
+    if decision.action == "keep" and decision.stale:
+        reasons = [f"{', '.join(d for d, _ in decision.stale)} changed"]
+    return decision.category + (f": {'; '.join(reasons)}" if reasons else "")
+
+
+def mixture_weights(path: Path) -> dict[str, dict[str, float]]:
+    """{run: {domain: weight}} of a mixture table (empty: no table yet)."""
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    columns = [c for c in table.columns if c.startswith(WEIGHT)]
+    return {
+        str(row["run"]): {c[len(WEIGHT) :]: float(row[c]) for c in columns}
+        for _, row in table.iterrows()
+    }
+
+
+def with_predictions(
+    plan: ReusePlan, expected: Mapping[str, list[str]], changes: list[FileChange], sizes: Mapping
+) -> ReusePlan:
+    """The plan with its decisions predicted from corpus changes (the data stage runs first)."""
+    return replace(plan, expected=expected, changes=changes, sizes=sizes)
+
+
+# --- built from a workflow's config -----------------------------------------------------------
+
+
+def current_train_domains(config: Mapping, workdir: Path) -> list[str]:
+    """The train domains of the corpus now: listed from its files, or (when records name their
+    domains) as last prepared."""
+    from regmix.workflow.preflight import corpus_domains
+
+    corpus = corpus_domains(config["corpus"], workdir)
+    if corpus.known:
+        return corpus.train
+    return sorted(p.stem for p in (workdir / DATA / "train").glob("*.json"))
+
+
+def planned_sweep(config: Mapping, workdir: str | os.PathLike, planted: bool) -> Sweep:
+    """The configured sweep and the extra rounds new domains added."""
+    workdir = Path(workdir)
+    configured = len(config["mixtures"]["rounds"])
+    per_domain = ReusePolicy.from_config(config.get("reuse")).runs_per_new_domain
+    domains = current_train_domains(config, workdir)
+    return Sweep.from_config(
+        config, planted, extra_rounds(workdir, configured, domains, per_domain)
+    )
+
+
+def reuse_plan(config: Mapping, workdir: str | os.PathLike, sweep: Sweep) -> ReusePlan:
+    """The decisions of the workflow run in `workdir`: measured when the prepared data is
+    current, predicted from the corpus files when the data stage must run first."""
+    from regmix.data.corpus import discover
+    from regmix.workflow.preflight import corpus_domains, current_stats
+
+    workdir = Path(workdir)
+    plan = ReusePlan(config, workdir, sweep)
+    corpus = corpus_domains(config["corpus"], workdir)
+    if not (workdir / DATA / "stats.parquet").is_file():
+        return plan
+    if current_stats(config["corpus"], workdir, corpus) is not None:
+        return plan
+    old = read_contents(workdir / DATA)
+    expected = (
+        {"train": corpus.train, "valid": corpus.valid}
+        if corpus.known
+        else {split: sorted(found) for split, found in old.items()}
+    )
+    files = []
+    if config["corpus"]["path"] and corpus.known:
+        files = discover(workdir / config["corpus"]["path"], None)
+    sizes: Counter = Counter()
+    for file in files:
+        sizes[(file.split, file.domain)] += file.path.stat().st_size
+    return with_predictions(plan, expected, predict_changes(workdir / DATA, files), sizes)
