@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from regmix.workflow.config import RENAMED, SCHEMA, read_renamed, read_schema, validate
 from regmix.data.groups import corpus_groups, runtime_minutes
 from regmix.workflow.preflight import check_workflow, exit_on_error, resolve_domain_names
+from regmix.workflow.reuse_plan import planned_sweep, reuse_plan
 from regmix.workflow.sweep import (
     OPTIMUM,
     Sweep,
@@ -50,6 +52,9 @@ wildcard_constraints:
 
 SRC = Path(workflow.basedir) / "src" / "regmix"
 DATA = "results/data"
+STATS = f"{DATA}/stats.parquet"
+"""The token counts: rules below the data stage name them in params, not through their
+input, which stays to be decided while the data stage (a checkpoint) has not run."""
 CORPUS = config["corpus"]["path"] or "results/corpus"
 
 
@@ -211,7 +216,20 @@ def planted_argument(wildcards, input):
     return f"--planted {Path(input.corpus) / 'planted.yaml'}" if has_planted_answer() else ""
 
 
-SWEEP = Sweep.from_config(config, planted=has_planted_answer())
+def reuse_of_earlier_runs():
+    """The sweep (with an extra round for each set of new domains) and what this run does with
+    the runs trained before (regmix.workflow.reuse_plan), printed by reason before anything
+    runs whenever something is not simply kept."""
+    with exit_on_error():
+        sweep = planned_sweep(config, Path.cwd(), has_planted_answer())
+        plan = reuse_plan(config, Path.cwd(), sweep)
+        lines = plan.table_lines() if workflow.is_main_process else []
+    if lines and not all(line.startswith("  kept (data") for line in lines[2:-1]):
+        print("\n".join(lines), file=sys.stderr)
+    return sweep, plan
+
+
+SWEEP, REUSE = reuse_of_earlier_runs()
 
 
 def round_size(wildcards):
@@ -221,7 +239,19 @@ def round_size(wildcards):
 
 def optimum_in_round(wildcards):
     """The last round also trains the mixture the runs so far recommend."""
-    return "--with-optimum" if int(wildcards.round) == SWEEP.n_rounds else ""
+    return "--with-optimum" if int(wildcards.round) == SWEEP.configured_rounds else ""
+
+
+def explore_argument(wildcards):
+    """An extra round explores the domains new to the sweep (regmix propose --explore)."""
+    explored = SWEEP.explored(int(wildcards.round))
+    return f"--explore {','.join(explored)}" if explored else ""
+
+
+def rounds_before(wildcards):
+    """The design of the rounds a proposal builds on: their sizes (their own settings are in
+    the proxy and sampler params), not their losses, which the data may refresh."""
+    return list(SWEEP.rounds[: int(wildcards.round) - 1])
 
 
 def runs_before_round(wildcards):
@@ -229,6 +259,89 @@ def runs_before_round(wildcards):
     return [
         batch_table(r, b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)
     ]
+
+
+PROPOSE_MODULES = (
+    "search.propose",
+    "search.explore",
+    "search.regression",
+    "search.regressors",
+    "search.mixtures",
+    "search.runs",
+    "data.stats",
+)
+
+
+def design_key(wildcards):
+    """What a proposed round is drawn from: its settings, the proxies' and the sizes of the
+    rounds before it, not their losses. The proposal is kept under this key
+    (regmix.search.designs): runs before it trained or measured again on changed data re-run the
+    proposal job, which re-publishes the round as drawn unless this key changed."""
+    design = {
+        "n": round_size(wildcards),
+        "optimum": optimum_in_round(wildcards),
+        "explore": explore_argument(wildcards),
+        "before": rounds_before(wildcards),
+        "proxy": train_settings("proxy"),
+        "target": config["target"],
+        "seed": config["mixtures"]["seed"],
+        "final_tokens": final_tokens(),
+        "sampler": sampler_settings(),
+        "acquisition": config["acquisition"],
+        "code": source_hash(*PROPOSE_MODULES),
+    }
+    return hashlib.sha256(as_json(design).encode()).hexdigest()[:16]
+
+
+# --- the data below the data stage: content, not timestamps, decides ---
+
+
+def data_stats(wildcards):
+    """The prepared data as an input of every rule below the data stage. collect_shards is a
+    checkpoint and this input is ancient: a data stage that ran again re-runs only the jobs
+    whose params (the content they depend on, read once it finished) changed."""
+    checkpoints.collect_shards.get()
+    return ancient(STATS)
+
+
+def train_domains(wildcards):
+    """The prepared train domains (a simulation searches over them)."""
+    checkpoints.collect_shards.get()
+    return ",".join(sorted(p.stem for p in Path(f"{DATA}/train").glob("*.json")))
+
+
+def batch_state(wildcards):
+    """What a proxy batch's runs will be once its job ran (regmix.training.reuse): the job
+    runs exactly when one of them is re-trained, re-evaluated or new."""
+    checkpoints.collect_shards.get()
+    return REUSE.batch_state(int(wildcards.round), SWEEP.batch(wildcards.batch).runs)
+
+
+def optimum_state(wildcards):
+    checkpoints.collect_shards.get()
+    return REUSE.optimum_state()
+
+
+def final_state(wildcards):
+    checkpoints.collect_shards.get()
+    return REUSE.final_state(wildcards.name)
+
+
+def final_content(wildcards):
+    """What a final model's mixture is made of besides its own inputs: the prior follows the
+    token counts, uniform and planted the domains; held-out mixtures are designs, drawn once."""
+    checkpoints.collect_shards.get()
+    if wildcards.name in ("prior", "uniform", "planted"):
+        from regmix.data.stats import full_train_tokens, read_stats
+
+        tokens = full_train_tokens(read_stats(STATS))
+        return as_json(tokens.to_dict() if wildcards.name == "prior" else sorted(tokens.index))
+    return ""
+
+
+def reuse_argument():
+    """The training jobs' --reuse policy: the decisions it makes are in their params already."""
+    return Unrecorded(as_json(config["reuse"]))
 
 
 def batch_mixtures(wildcards):
@@ -250,9 +363,9 @@ def all_round_mixtures():
 
 
 def final_mixture_inputs(wildcards):
-    """What one final model's mixture is made from: the optimum for `regmix`, the corpus's
-    planted answer for `planted`, the token counts for every one (prior, caps)."""
-    inputs = {"stats": f"{DATA}/stats.parquet"}
+    """What one final model's mixture is made from besides the token counts (prior, caps): the
+    optimum for `regmix`, the corpus's planted answer for `planted`."""
+    inputs = {}
     if wildcards.name == OPTIMUM:
         inputs["optimum"] = "results/optimal/mixture.yaml"
     elif wildcards.name == "planted":
@@ -260,13 +373,15 @@ def final_mixture_inputs(wildcards):
     return inputs
 
 
-def final_mixture_source(wildcards, input):
-    """The command-line flags that say where a final model's mixture comes from."""
+def final_mixture_source(wildcards):
+    """The command-line flags that say where a final model's mixture comes from (the files of
+    final_mixture_inputs; a function of the name alone, so that a held-out mixture's design is
+    recorded: its seed and sampler re-draw it)."""
     name = wildcards.name
     if name == OPTIMUM:
-        return f"--optimum {input.optimum}"
+        return "--optimum results/optimal/mixture.yaml"
     if name == "planted":
-        return f"--planted {Path(input.corpus) / 'planted.yaml'}"
+        return f"--planted {Path(CORPUS) / 'planted.yaml'}"
     if name.startswith("heldout"):
         sampler = as_json(sampler_settings())
         return f"--heldout-seed {config['mixtures']['seed'] + 1000} --sampler '{sampler}'"

@@ -1,4 +1,5 @@
 # Corpus → token shards: a tokenizer once, one job per group of corpus files, a fan-in.
+# The fan-in is a checkpoint: the rules below it read the data's content once it has run.
 
 
 rule synth_corpus:
@@ -102,7 +103,7 @@ rule prepare_group:
         " --tokenizer {params.tokenizer} {params.survey} --threads {threads} > {log} 2>&1"
 
 
-rule collect_shards:
+checkpoint collect_shards:
     input:
         all_groups(),
     output:

@@ -52,7 +52,8 @@ rule evaluate:
         code=source_hash(*EVALUATION_MODULES),
     shell:
         "regmix evaluate --model {params.model} --settings {params.settings:q}"
-        " --threads {threads} --gpus {resources.gpu} --out-dir {params.out} > {log} 2>&1"
+        " --threads {threads} --gpus {resources.gpu} --out-dir {params.out}"
+        " --keep results/checkpoints/evaluation/{wildcards.name} > {log} 2>&1"
 
 
 rule collect_downstream:

@@ -6,6 +6,7 @@
 rule final_mixture:
     input:
         unpack(final_mixture_inputs),
+        stats=data_stats,
     output:
         final_mixture_path("{name}"),
     log:
@@ -14,19 +15,21 @@ rule final_mixture:
     conda:
         "../environment.yml"
     params:
+        stats=STATS,
         source=final_mixture_source,
+        content=final_content,
         final_tokens=final_tokens(),
         max_epochs=config["mixtures"]["max_epochs"],
         code=source_hash("search.mixtures", "data.stats"),
     shell:
-        "regmix final-mixtures --stats {input.stats} --name {wildcards.name} {params.source}"
+        "regmix final-mixtures --stats {params.stats} --name {wildcards.name} {params.source}"
         " --final-tokens {params.final_tokens} --max-epochs {params.max_epochs}"
         " --out {output} > {log} 2>&1"
 
 
 rule train_final:
     input:
-        stats=f"{DATA}/stats.parquet",
+        stats=data_stats,
         mixtures=final_mixture_path("{name}"),
     output:
         losses="results/final/{name}/losses.parquet",
@@ -51,13 +54,15 @@ rule train_final:
         runtime=config["final"]["resources"]["runtime"],
         gpu=config["final"]["resources"]["gpu"],
     params:
-        data=input_folder("stats"),
+        data=DATA,
         settings=as_json(train_settings("final")),
+        state=final_state,
+        reuse=reuse_argument(),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     shell:
         "regmix train-final --data {params.data} --mixtures {input.mixtures} --run {wildcards.name}"
-        " --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --settings {params.settings:q} --tracking {params.tracking:q} --reuse {params.reuse:q}"
         " --threads {threads} --gpus {resources.gpu}"
         " --out results/final"
         " --work results/checkpoints/final > {log} 2>&1"

@@ -1,4 +1,6 @@
 # Proxy training: one small LM per mixture, per-domain validation losses, then the fan-in.
+# A job's params carry what its runs will be (`state`, regmix.training.reuse): after a corpus
+# change it runs only when one of its runs is re-trained, measured again or new.
 #
 # One job trains a batch: `proxy.proxies_per_job` consecutive runs of one round, back to back
 # in one process, so the ~5 s of torch + Lightning start-up is paid once per batch (1 = one
@@ -11,7 +13,7 @@
 
 rule train_proxy:
     input:
-        stats=f"{DATA}/stats.parquet",
+        stats=data_stats,
         mixtures=batch_mixtures,
     output:
         batch_table("{round}", "{batch}"),
@@ -31,13 +33,16 @@ rule train_proxy:
         gpu=config["proxy"]["resources"]["gpu"],
     params:
         runs=batch_runs,
-        data=input_folder("stats"),
+        data=DATA,
         settings=as_json(train_settings("proxy")),
+        state=batch_state,
+        reuse=reuse_argument(),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures}"
         " --runs {params.runs} --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --reuse {params.reuse:q}"
         " --threads {threads}"
         " --gpus {resources.gpu} --out results/proxy --work results/checkpoints/proxy"
         " --table {output} > {log} 2>&1"
@@ -61,7 +66,7 @@ rule collect_proxies:
 
 rule train_optimum_proxy:
     input:
-        stats=f"{DATA}/stats.parquet",
+        stats=data_stats,
         mixtures=final_mixture_path(OPTIMUM),
     output:
         losses=f"{optimum_proxy_dir()}/losses.parquet",
@@ -77,14 +82,16 @@ rule train_optimum_proxy:
         runtime=config["proxy"]["resources"]["runtime"],
         gpu=config["proxy"]["resources"]["gpu"],
     params:
-        data=input_folder("stats"),
+        data=DATA,
         out=Path(optimum_proxy_dir()).parent,
         run=OPTIMUM,
         settings=as_json(train_settings("proxy")),
+        state=optimum_state,
+        reuse=reuse_argument(),
         tracking=tracking_argument(),
         code=source_hash(*TRAINING_MODULES),
     shell:
         "regmix train-proxy --data {params.data} --mixtures {input.mixtures} --runs {params.run}"
-        " --settings {params.settings:q} --tracking {params.tracking:q}"
+        " --settings {params.settings:q} --tracking {params.tracking:q} --reuse {params.reuse:q}"
         " --threads {threads} --gpus {resources.gpu}"
         " --out {params.out} --work results/checkpoints/optimum > {log} 2>&1"

@@ -37,7 +37,7 @@ rule fit:
 rule simulate:
     input:
         model=f"results/regression/{config['regression']['model']}/model.joblib",
-        stats=f"{DATA}/stats.parquet",
+        stats=data_stats,
     output:
         mixture="results/optimal/mixture.yaml",
         top="results/optimal/top.parquet",
@@ -53,7 +53,9 @@ rule simulate:
         mem_mb=4000,
         runtime=30,
     params:
+        stats=STATS,
         model=input_folder("model"),
+        domains=train_domains,
         final_tokens=final_tokens(),
         sampler=as_json(sampler_settings()),
         candidates=config["simulation"]["candidates"],
@@ -72,7 +74,7 @@ rule simulate:
             "data.stats",
         ),
     shell:
-        "regmix simulate --model {params.model} --stats {input.stats}"
+        "regmix simulate --model {params.model} --stats {params.stats}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
         " --candidates {params.candidates} --top-k {params.top_k} --seed {params.seed}"
         " --bootstrap {params.bootstrap} --local-share {params.local_share}"

@@ -6,6 +6,7 @@ rule summarize:
         **optimum_proxy_outputs(),
         **downstream_inputs(),
         runs="results/final/runs.parquet",
+        proxy_runs=runs_table(),
         predictions="results/final/predictions.parquet",
         metrics=f"results/regression/{config['regression']['model']}/metrics.json",
         optimum="results/optimal/mixture.yaml",
@@ -28,6 +29,7 @@ rule summarize:
         downstream=downstream_argument,
         code=source_hash(
             "report.summary",
+            "report.earlier_corpus",
             "search.runs",
             "search.mixtures",
             "report.downstream",
@@ -37,13 +39,14 @@ rule summarize:
         "regmix summarize --runs {input.runs} --predictions {input.predictions}"
         " --target {params.target:q} {params.planted} --metrics {input.metrics}"
         " --optimum {input.optimum} {params.optimum_proxy} {params.downstream}"
+        " --proxy-runs {input.proxy_runs}"
         " --out {output.table} --markdown {output.markdown} > {log} 2>&1"
 
 
 rule report_figures:
     input:
         runs=runs_table(),
-        stats=f"{DATA}/stats.parquet",
+        stats=data_stats,
         cv=f"results/regression/{config['regression']['model']}/cv.parquet",
         optimum="results/optimal/mixture.yaml",
         summary="results/final/summary.parquet",
@@ -76,6 +79,7 @@ rule report_figures:
     conda:
         "../environment.yml"
     params:
+        stats=STATS,
         fit=input_folder("cv"),
         target=config["target"],
         planted=planted_argument,
@@ -89,7 +93,7 @@ rule report_figures:
             "data.stats",
         ),
     shell:
-        "regmix report --proxy-mixtures {input.runs} --stats {input.stats}"
+        "regmix report --proxy-mixtures {input.runs} --stats {params.stats}"
         " --fit {params.fit} --optimum {input.optimum} --summary {input.summary}"
         " --final-losses {input.final_losses} --target {params.target:q} {params.planted}"
         " --out-dir {params.out} > {log} 2>&1"

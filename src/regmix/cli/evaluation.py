@@ -4,6 +4,7 @@ final model, and the table of every model's scores."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from regmix.cli.args import add_threads_argument, dataclass_from, json_object
@@ -62,6 +63,12 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
         help='EvalSettings fields (JSON): {"tasks": [...], "num_fewshot", "limit", ...}',
     )
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the results in this folder, by the content of the model, settings and task "
+        "files; an unchanged model's results are copied from there instead of scored again",
+    )
     p.add_argument("--gpus", type=int, default=0, help="0: CPU, else the first GPU")
     add_threads_argument(p)
     p.set_defaults(handler=_evaluate)
@@ -71,8 +78,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     from regmix.evaluation.harness import EvalSettings, evaluate_model
 
     settings = dataclass_from(EvalSettings, args.settings, "--settings")
+    key = None
+    if args.keep is not None:
+        from regmix.evaluation.kept import evaluation_key, republish
+
+        key = evaluation_key(args.model, args.settings)
+        if republish(args.keep, key, args.out_dir):
+            print(f"evaluate: {args.model} scored before; results re-published", file=sys.stderr)
+            return
     device = "cuda" if args.gpus > 0 else "cpu"
     evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
+    if key is not None:
+        from regmix.evaluation.kept import keep
+
+        keep(args.out_dir, args.keep, key)
 
 
 def add_collect_downstream(commands: argparse._SubParsersAction) -> None:

@@ -71,6 +71,11 @@ def add_summarize(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", type=Path, nargs="*", default=[], help="<model>/eval/samples.jsonl files"
     )
+    p.add_argument(
+        "--proxy-runs",
+        type=Path,
+        help="the proxy runs table: lists the runs from an earlier corpus",
+    )
     p.add_argument("--out", type=Path, required=True, help="summary table (.parquet)")
     p.add_argument("--markdown", type=Path, required=True, help="summary page (.md)")
     p.set_defaults(handler=_summarize)
@@ -91,6 +96,7 @@ def _summarize(args: argparse.Namespace) -> None:
         args.optimum_proxy,
         args.downstream,
         args.samples,
+        args.proxy_runs,
     )
     wins = ", ".join(
         f"{'beats' if won else 'LOSES TO'} {name}" for name, won in verdict.beats.items()

@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from regmix.cli.args import add_threads_argument, dataclass_from, json_object
+from regmix.cli.args import add_threads_argument, dataclass_from, json_object, name_list
+from regmix.errors import RegmixError
 
 
 def add_import_runs(commands: argparse._SubParsersAction) -> None:
@@ -236,8 +237,22 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
         help="make the first mixture the one the runs so far recommend (the workflow's last "
         "round), or from --pool the row with the lowest predicted loss",
     )
+    p.add_argument(
+        "--explore",
+        type=name_list,
+        help="domains new to the runs (comma-separated): propose a round that mixes them with "
+        "the other domains frozen in the proportions the runs recommend (Olmix's virtual "
+        "domain), spread from a little to a lot of the new data; needs --stats",
+    )
     p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
     p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the proposal in this folder under --design, and re-publish it instead of "
+        "drawing again while the design key is the same (the workflow's rounds are designs)",
+    )
+    p.add_argument("--design", help="the key of what the proposal is drawn from (with --keep)")
     p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
     p.add_argument(
         "--acquisition",
@@ -259,22 +274,58 @@ def _propose(args: argparse.Namespace) -> None:
 
     config = dataclass_from(AcquisitionConfig, args.acquisition, "--acquisition")
     sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
-    with threadpool_limits(args.threads or available_threads()):
-        table = write_proposal(
-            args.runs,
-            args.target,
-            args.n,
-            args.out,
-            config,
-            args.seed,
-            args.round,
-            args.pool,
-            args.stats,
-            args.final_tokens,
-            sampler,
-            args.with_optimum,
-        )
-    print(f"regmix propose: {len(table)} mixtures ({config.method}) -> {args.out}", file=sys.stderr)
+    if args.explore and (args.stats is None or args.final_tokens is None):
+        raise RegmixError("propose --explore: needs --stats and --final-tokens")
+
+    def draw():
+        with threadpool_limits(args.threads or available_threads()):
+            if args.explore:
+                return _explore(args, sampler)
+            return write_proposal(
+                args.runs,
+                args.target,
+                args.n,
+                args.out,
+                config,
+                args.seed,
+                args.round,
+                args.pool,
+                args.stats,
+                args.final_tokens,
+                sampler,
+                args.with_optimum,
+            )
+
+    how = f"exploring {', '.join(args.explore)}" if args.explore else config.method
+    if args.keep is None:
+        table, kept = draw(), False
+    else:
+        from regmix.search.designs import kept_design
+
+        table, kept = kept_design(args.out, args.keep, args.design or "design", draw)
+    source = "kept as drawn before (its design is unchanged)" if kept else how
+    print(f"regmix propose: {len(table)} mixtures ({source}) -> {args.out}", file=sys.stderr)
+
+
+def _explore(args: argparse.Namespace, sampler):
+    from regmix.files import write_table
+    from regmix.search.explore import explore_new_domains
+    from regmix.workflow.collect import read_batches
+
+    table = explore_new_domains(
+        read_batches(args.runs),
+        args.target,
+        args.explore,
+        args.n,
+        args.stats,
+        args.final_tokens,
+        sampler,
+        args.seed,
+        args.round,
+        ", ".join(map(str, args.runs)),
+    )
+    write_table(table, args.out)
+    return table
 
 
 def add_export_mixture(commands: argparse._SubParsersAction) -> None:

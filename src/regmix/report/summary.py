@@ -289,9 +289,11 @@ def summarize_final(
     optimum_proxy: str | os.PathLike | None = None,
     downstream_path: str | os.PathLike | None = None,
     samples: list[str | os.PathLike] = (),
+    proxy_runs_path: str | os.PathLike | None = None,
 ) -> Verdict:
     """Write summary.parquet and summary.md for the final runs; return the verdict. With the
-    downstream table (and each model's samples.jsonl) both gain the downstream scores."""
+    downstream table (and each model's samples.jsonl) both gain the downstream scores; with
+    the proxy runs table, the runs kept from an earlier corpus are listed."""
     runs = read_runs(runs_path)
     predictions = read_table(predictions_path, ["run", "prediction"])
     planted = None
@@ -312,6 +314,14 @@ def summarize_final(
         table["downstream_average"] = table["run"].map(averages["value"])
         table["downstream_stderr"] = table["run"].map(averages["stderr"])
         section = downstream_lines(report)
+    from regmix.report.earlier_corpus import earlier_corpus_lines
+
+    kinds = {"final models": runs}
+    if proxy_runs_path is not None:
+        kinds = {"proxy runs": read_table(proxy_runs_path), **kinds}
+    page = markdown(table, result, target, cv, check, section) + "\n".join(
+        ["", *earlier_corpus_lines(kinds)]
+    )
     write_table(table, out_table)
-    write_text(markdown(table, result, target, cv, check, section), out_markdown)
+    write_text(page.rstrip("\n") + "\n", out_markdown)
     return result

@@ -258,7 +258,8 @@ def weights_from_yaml(data: dict, source: str, domains: list[str]) -> pd.Series:
     train = data.get("train") if isinstance(data, dict) else None
     if not isinstance(train, dict) or not train:
         raise RegmixError(f"{source}: expected a 'train' mapping of domain: weight")
-    unknown = sorted(set(train) - set(domains))
+    # A domain gone from the corpus may stay in a mixture at weight 0 (the optimum keeps it).
+    unknown = sorted(d for d in set(train) - set(domains) if train[d] != 0)
     if unknown:
         raise RegmixError(f"{source}: unknown training domain(s) {', '.join(unknown)}")
     try:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from regmix.files import write_table
 from regmix.parallel import available_threads
+from regmix.search.mixtures import WEIGHT, weight_columns
 from regmix.search.regression import FittedModel, load_model
 from regmix.search.runs import aligned_weights, read_mixtures
 from regmix.search.simulate import Z_95, SimulationConfig, Support
@@ -29,12 +30,32 @@ def predict_mixtures(
     mixture in a file (see `prediction_bounds`)."""
     model = load_model(model_dir)
     table = read_mixtures(mixtures_path)
+    table, unseen = model_domains_only(table, model.domains)
     weights = aligned_weights(table, model.domains, str(mixtures_path))
     predictions = model.predict(weights, threads or available_threads())
     bounds = prediction_bounds(model, weights)
     result = pd.DataFrame({"run": table["run"], "prediction": predictions, **bounds})
+    # A mixture that weights a domain no run was trained on is beyond what the model knows.
+    result.loc[unseen, ["prediction", "lower", "upper"]] = np.nan
+    result.loc[unseen, "inside_support"] = False
     write_table(result, out)
     return result
+
+
+def model_domains_only(table: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The mixtures over the model's domains: a domain the corpus no longer has is at weight 0,
+    and a domain the model never saw is dropped; returns the rows that weighted one."""
+    extra = [c for c in weight_columns(table) if c[len(WEIGHT) :] not in domains]
+    unseen = (
+        (table[extra].to_numpy(dtype=float) > 0).any(axis=1)
+        if extra
+        else np.zeros(len(table), bool)
+    )
+    table = table.drop(columns=extra)
+    for domain in domains:
+        if WEIGHT + domain not in table:
+            table[WEIGHT + domain] = 0.0
+    return table, unseen
 
 
 def prediction_bounds(model: FittedModel, weights: np.ndarray) -> dict[str, np.ndarray]:

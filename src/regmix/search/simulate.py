@@ -46,7 +46,6 @@ from regmix.search.mixtures import (
 )
 from regmix.search.regression import FittedModel, load_model
 from regmix.search.regressors import Regressor, predict_weights
-from regmix.search.runs import domain_mismatch
 
 
 @dataclass(frozen=True)
@@ -208,6 +207,10 @@ class Candidates:
     """The best runs' mixtures, which the local draws surround (none: sampler only)."""
     local_share: float = 0.0
     concentrations: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0)
+    columns: np.ndarray | None = None
+    """Where the drawn domains sit among the model's `width` domains (None: they are all of
+    them); the others are left at weight 0."""
+    width: int = 0
 
     def sizes(self) -> list[int]:
         full, rest = divmod(self.total, self.chunk)
@@ -220,7 +223,12 @@ class Candidates:
         draws = [dirichlet_draws(self.centre, size - local, self.sampler.strengths(), rng)]
         if local:
             draws.append(local_draws(self.best, local, self.concentrations, rng))
-        return drop_small_weights(np.concatenate(draws), self.sampler.min_weight)
+        weights = drop_small_weights(np.concatenate(draws), self.sampler.min_weight)
+        if self.columns is None:
+            return weights
+        full = np.zeros((len(weights), self.width))
+        full[:, self.columns] = weights
+        return full
 
 
 def _score_chunk(
@@ -278,15 +286,16 @@ def bootstrap_refits(model: FittedModel, count: int, seed: int, threads: int) ->
 # --- the simulation -------------------------------------------------------------------------
 
 
-def _domain_series(
+def _searched_domains(
     stats: pd.DataFrame, stats_path: str | os.PathLike, domains: list[str]
-) -> pd.Series:
-    """Train tokens per domain in the model's domain order; the domain sets must match."""
-    tokens = train_tokens(stats)
-    mismatch = domain_mismatch(list(tokens.index), domains)
-    if mismatch:
-        raise RegmixError(f"{stats_path}: training domains differ from the model's ({mismatch})")
-    return tokens.reindex(domains)
+) -> list[str]:
+    """The model's domains that the corpus still has: the search gives the others weight 0 (a
+    domain removed after the runs trained on it stays a feature of the model, at 0; a domain
+    no run has explored yet cannot be weighed and stays out)."""
+    searched = [d for d in domains if d in train_tokens(stats).index]
+    if not searched:
+        raise RegmixError(f"{stats_path}: none of the model's domains has train tokens")
+    return searched
 
 
 def _tv(a: np.ndarray, b: np.ndarray) -> float:
@@ -330,19 +339,24 @@ def simulate(
     model = load_model(model_dir)
     domains = model.domains
     stats = read_stats(stats_path)
-    tokens = _domain_series(stats, stats_path, domains)
+    searched = _searched_domains(stats, stats_path, domains)
+    columns = np.array([domains.index(d) for d in searched])
     # In the model's domain order, all > 0: the prior from full sizes, caps from tokens prepared.
-    prior = token_prior(full_train_tokens(stats).reindex(domains))
-    caps = domain_caps(tokens, final_tokens, sampler.max_epochs)
+    prior = token_prior(full_train_tokens(stats).reindex(searched))
+    caps = domain_caps(train_tokens(stats).reindex(searched), final_tokens, sampler.max_epochs)
+    best = model.train_weights[np.argsort(model.train["target"].to_numpy())[: config.local_runs]]
+    best = best[:, columns] / np.maximum(best[:, columns].sum(axis=1, keepdims=True), 1e-12)
     candidates = Candidates(
         centre=sharpened_prior(prior.to_numpy(), sampler.temperature),
-        caps=caps.to_numpy(),
+        caps=caps.reindex(domains, fill_value=0.0).to_numpy(),
         sampler=sampler,
         total=config.candidates,
         chunk=config.chunk,
         seed=config.seed,
-        best=model.train_weights[np.argsort(model.train["target"].to_numpy())[: config.local_runs]],
+        best=best,
         local_share=config.local_share,
+        columns=None if len(searched) == len(domains) else columns,
+        width=len(domains),
     )
     support = Support.of_runs(model.train_weights, config.support_quantile)
     refits = bootstrap_refits(model, config.bootstrap, config.seed, threads)

@@ -186,9 +186,10 @@ def decide(
             measure.append(domain)
             why.append(f"valid set of {domain} changed")
     after = {**valid, **{d: contents["valid"][d].to_record() for d in measure}}
-    state = _state(key, train_data, after)
     action = REEVALUATE if measure else KEEP
-    return Decision(action, tuple(why), tuple(measure), tuple(stale), state)
+    return Decision(
+        action, tuple(why), tuple(measure), tuple(stale), _state(key, train_data, after)
+    )
 
 
 def _training_changes(

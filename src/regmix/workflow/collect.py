@@ -34,6 +34,22 @@ RECORD_COLUMNS = (
     "seed",
 )
 WEIGHT_TOLERANCE = 1e-9
+REUSE_COLUMNS = ("decision", "earlier_corpus", "stale_domains", "train_fingerprints")
+"""What the job that published a run decided about it (regmix.training.reuse), and the content
+of the train domains it was trained on: a run kept from an earlier corpus says so."""
+
+
+def reuse_columns(record: dict) -> dict:
+    """A run record's reuse columns (runs published before there were decisions: empty)."""
+    train = record.get("data", {}).get("train", {})
+    return {
+        "decision": record.get("decision", ""),
+        "earlier_corpus": bool(record.get("earlier_corpus", False)),
+        "stale_domains": json.dumps(record.get("stale_domains", {}), sort_keys=True),
+        "train_fingerprints": json.dumps(
+            {d: c["fingerprint"] for d, c in sorted(train.items())}, sort_keys=True
+        ),
+    }
 
 
 def read_record(path: Path) -> dict:
@@ -92,11 +108,19 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
         row.update({WEIGHT + d: w for d, w in weights.items()})
         row.update({LOSS + d: loss for d, loss in final_losses(losses).items()})
         row.update({key: record[key] for key in RECORD_COLUMNS})
+        row.update(reuse_columns(record))
         rows.append(row)
     table = pd.DataFrame(rows)
     loss_cols = sorted(c for c in table.columns if c.startswith(LOSS))
     rounds = [ROUND] if ROUND in table else []
-    ordered = ["run", *rounds, *(WEIGHT + d for d in domains), *loss_cols, *RECORD_COLUMNS]
+    ordered = [
+        "run",
+        *rounds,
+        *(WEIGHT + d for d in domains),
+        *loss_cols,
+        *RECORD_COLUMNS,
+        *REUSE_COLUMNS,
+    ]
     return table[ordered]
 
 
@@ -110,7 +134,11 @@ def read_mixture_tables(paths: list[str | os.PathLike]) -> pd.DataFrame:
     mixtures = pd.concat(tables, ignore_index=True)
     if mixtures.empty:
         raise RegmixError(f"{', '.join(map(str, paths))}: no runs")
-    return mixtures
+    # Tables drawn over other domain sets (before a domain was added or removed) leave gaps:
+    # a mixture gives weight 0 to a domain it has no column for.
+    weights = sorted(c for c in mixtures.columns if c.startswith(WEIGHT))
+    rest = [c for c in mixtures.columns if not c.startswith(WEIGHT)]
+    return mixtures[rest].join(mixtures[weights].fillna(0.0))
 
 
 def collect_proxies(
@@ -135,11 +163,24 @@ def write_batch_table(
     return table
 
 
-def join_batches(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    """The runs table of every proxy: the batch tables (each the rows its job trained) joined,
-    refusing duplicated runs and runs trained under other settings than their siblings."""
+def read_batches(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """The batch tables (each the rows its job trained) as one runs table. Rounds drawn before a
+    domain was added have no column for it: their runs gave it weight 0. A run without a loss
+    on some domain (one gone from the corpus when it trained) has NaN there."""
     tables = [read_table(p, ["run", "settings_fingerprint"]) for p in paths]
     table = pd.concat(tables, ignore_index=True)
+    weights = [c for c in table.columns if c.startswith(WEIGHT)]
+    table[weights] = table[weights].fillna(0.0)
+    front = [c for c in ("run", ROUND) if c in table.columns]
+    losses = sorted(c for c in table.columns if c.startswith(LOSS))
+    rest = [c for c in table.columns if c not in {*front, *weights, *losses}]
+    return table[[*front, *sorted(weights), *losses, *rest]]
+
+
+def join_batches(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
+    """The runs table of every proxy: the batch tables joined, refusing duplicated runs and runs
+    trained under other settings than their siblings."""
+    table = read_batches(paths)
     duplicated = table.loc[table["run"].duplicated(), "run"]
     if not duplicated.empty:
         raise RegmixError(f"run {duplicated.iloc[0]!r} appears in more than one batch table")

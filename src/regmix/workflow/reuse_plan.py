@@ -37,7 +37,7 @@ from regmix.workflow.sweep import (
 )
 
 DATA = Path("results/data")
-STAGES = {"proxy": ("proxy", False), "optimum": ("proxy", True), "final": ("final", True)}
+STAGES = {"proxy": ("proxy", False), "optimum": ("proxy", False), "final": ("final", True)}
 """Kept-results folder (results/checkpoints/<stage>) → (config section, keeps its model).
 The optimum check is a proxy whose mixture is the final `regmix` model's."""
 PLANNED = "planned"
