@@ -224,7 +224,7 @@ def reuse_of_earlier_runs():
         sweep = planned_sweep(config, Path.cwd(), has_planted_answer())
         plan = reuse_plan(config, Path.cwd(), sweep)
         lines = plan.table_lines() if workflow.is_main_process else []
-    if lines and not all(line.startswith("  kept (data") for line in lines[2:-1]):
+    if lines:
         print("\n".join(lines), file=sys.stderr)
     return sweep, plan
 
@@ -275,7 +275,7 @@ PROPOSE_MODULES = (
 def design_key(wildcards):
     """What a proposed round is drawn from: its settings, the proxies' and the sizes of the
     rounds before it, not their losses. The proposal is kept under this key
-    (regmix.search.designs): runs before it trained or measured again on changed data re-run the
+    (regmix propose --keep): runs before it trained or measured again on changed data re-run the
     proposal job, which re-publishes the round as drawn unless this key changed."""
     design = {
         "n": round_size(wildcards),
@@ -299,7 +299,11 @@ def design_key(wildcards):
 def data_stats(wildcards):
     """The prepared data as an input of every rule below the data stage. collect_shards is a
     checkpoint and this input is ancient: a data stage that ran again re-runs only the jobs
-    whose params (the content they depend on, read once it finished) changed."""
+    whose params (the content they depend on, read once it finished) changed.
+
+    Every step below the data stage takes it, even one that reads no data; Snakemake builds
+    the jobs that wait on a checkpoint again once it has run, and a job it does not build
+    again keeps the reason to run it was given while the checkpoint's output was unknown."""
     checkpoints.collect_shards.get()
     return ancient(STATS)
 
@@ -478,7 +482,7 @@ def evaluation_inputs(wildcards):
 
 
 def evaluation_folders(wildcards, input):
-    return " ".join(str(Path(path).parent) for path in input)
+    return " ".join(str(Path(path).parent) for path in input.results)
 
 
 def downstream_inputs():

@@ -31,6 +31,7 @@ rule continuation_task:
 rule evaluate:
     input:
         unpack(evaluation_inputs),
+        data=data_stats,
     output:
         results="results/final/{name}/eval/results.json",
         samples="results/final/{name}/eval/samples.jsonl",
@@ -58,7 +59,8 @@ rule evaluate:
 
 rule collect_downstream:
     input:
-        expand("results/final/{name}/eval/results.json", name=SWEEP.final_names()),
+        results=expand("results/final/{name}/eval/results.json", name=SWEEP.final_names()),
+        data=data_stats,
     output:
         "results/final/downstream.parquet",
     log:

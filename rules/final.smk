@@ -73,6 +73,7 @@ rule collect_final:
         mixtures=final_mixture_tables(),
         records=expand("results/final/{name}/run.json", name=SWEEP.final_names()),
         losses=expand("results/final/{name}/losses.parquet", name=SWEEP.final_names()),
+        data=data_stats,
     output:
         "results/final/runs.parquet",
     log:
@@ -90,6 +91,7 @@ rule predict_final:
     input:
         model=f"results/regression/{config['regression']['model']}/model.joblib",
         runs="results/final/runs.parquet",
+        data=data_stats,
     output:
         "results/final/predictions.parquet",
     log:

@@ -1,6 +1,6 @@
 # Proxy mixtures, round by round. Round 1 is RegMix's Dirichlet sampler around the token prior;
 # each later round is proposed by a regressor fitted on every run of the rounds before it. A
-# round is a design: drawn once and kept under the key of its settings (regmix.search.designs),
+# round is a design: drawn once and kept under the key of its settings (propose --keep),
 # it stays when the data changes.
 
 

@@ -51,6 +51,7 @@ rule train_proxy:
 rule collect_proxies:
     input:
         batches=all_batch_tables(),
+        data=data_stats,
     output:
         runs_table(),
     log:

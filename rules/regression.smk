@@ -5,6 +5,7 @@
 rule fit:
     input:
         runs=runs_table(),
+        data=data_stats,
     output:
         model="results/regression/{model}/model.joblib",
         spec="results/regression/{model}/model.json",
@@ -80,4 +81,5 @@ rule simulate:
         " --bootstrap {params.bootstrap} --local-share {params.local_share}"
         " --caution {params.caution} {params.guard}"
         " --threads {threads}"
-        " --out {output.mixture} --top-out {output.top} > {log} 2>&1"
+        " --out {output.mixture} --top-out {output.top} --keep results/checkpoints/optimal"
+        " > {log} 2>&1"

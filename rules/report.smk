@@ -11,6 +11,7 @@ rule summarize:
         metrics=f"results/regression/{config['regression']['model']}/metrics.json",
         optimum="results/optimal/mixture.yaml",
         corpus=CORPUS,
+        data=data_stats,
     output:
         table="results/final/summary.parquet",
         markdown=report(
@@ -103,6 +104,7 @@ rule report_downstream:
     input:
         **downstream_inputs(),
         summary="results/final/summary.parquet",
+        data=data_stats,
     output:
         report(
             "results/report/downstream.png",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,32 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise RegmixError(f"{path}: expected a YAML text file, not binary data") from exc
     except yaml.YAMLError as exc:
         raise RegmixError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def kept_outputs(
+    outputs: Sequence[str | os.PathLike],
+    keep_dir: str | os.PathLike,
+    key: str,
+    compute: Callable[[], Any],
+) -> bool:
+    """Write `outputs` from the copies kept under `keep_dir/key`, or call `compute` (which
+    writes them) and keep copies there, replacing those of other keys. Returns True when the
+    kept copies were used.
+
+    For a workflow step whose result depends only on `key` (what it was computed from): the
+    workflow deletes a step's declared outputs before running it, so a step that runs again
+    on unchanged inputs re-publishes its kept result instead of computing it again.
+    """
+    kept = Path(keep_dir) / key
+    if all((kept / Path(out).name).is_file() for out in outputs):
+        for out in outputs:
+            with atomic_path(out) as tmp:
+                shutil.copyfile(kept / Path(out).name, tmp)
+        return True
+    compute()
+    if Path(keep_dir).is_dir():
+        shutil.rmtree(keep_dir)
+    kept.mkdir(parents=True)
+    for out in outputs:
+        shutil.copyfile(out, kept / Path(out).name)
+    return False

@@ -78,20 +78,21 @@ def _evaluate(args: argparse.Namespace) -> None:
     from regmix.evaluation.harness import EvalSettings, evaluate_model
 
     settings = dataclass_from(EvalSettings, args.settings, "--settings")
-    key = None
-    if args.keep is not None:
-        from regmix.evaluation.kept import evaluation_key, republish
-
-        key = evaluation_key(args.model, args.settings)
-        if republish(args.keep, key, args.out_dir):
-            print(f"evaluate: {args.model} scored before; results re-published", file=sys.stderr)
-            return
     device = "cuda" if args.gpus > 0 else "cpu"
-    evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
-    if key is not None:
-        from regmix.evaluation.kept import keep
 
-        keep(args.out_dir, args.keep, key)
+    def score() -> None:
+        evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
+
+    if args.keep is None:
+        score()
+        return
+    from regmix.evaluation.harness import RESULTS, SAMPLES
+    from regmix.evaluation.kept import evaluation_key
+    from regmix.files import kept_outputs
+
+    outputs = [args.out_dir / SAMPLES, args.out_dir / RESULTS]  # results.json last: "finished"
+    if kept_outputs(outputs, args.keep, evaluation_key(args.model, args.settings), score):
+        print(f"evaluate: {args.model} scored before; its results re-published", file=sys.stderr)
 
 
 def add_collect_downstream(commands: argparse._SubParsersAction) -> None:

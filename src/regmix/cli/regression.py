@@ -9,6 +9,7 @@ from pathlib import Path
 
 from regmix.cli.args import add_threads_argument, dataclass_from, json_object, name_list
 from regmix.errors import RegmixError
+from regmix.files import kept_outputs
 
 
 def add_import_runs(commands: argparse._SubParsersAction) -> None:
@@ -170,6 +171,12 @@ def add_simulate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="mixture.yaml to write")
     p.add_argument("--top-out", type=Path, help="top-k candidates table (.parquet)")
     p.add_argument("--plot", type=Path, help="also write the optimum-vs-prior PNG")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the optimum in this folder by what it is searched from (the runs, settings "
+        "and domains; not the token counts), and re-publish it while that is unchanged",
+    )
     p.set_defaults(handler=_simulate)
 
 
@@ -198,11 +205,29 @@ def _simulate(args: argparse.Namespace) -> None:
         caution=args.caution,
         bootstrap=args.bootstrap,
     )
-    result = simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
-    write_simulation(result, args.out, args.top_out)
-    print(summary_line(result.report), file=sys.stderr)
-    warn_if_outside(result.report)
-    if args.plot is not None:
+    results = []
+
+    def search() -> None:
+        results.append(
+            simulate(args.model, args.stats, args.final_tokens, config, sampler, args.threads)
+        )
+        write_simulation(results[0], args.out, args.top_out)
+        print(summary_line(results[0].report), file=sys.stderr)
+        warn_if_outside(results[0].report)
+
+    if args.keep is None:
+        search()
+    else:
+        from regmix.search.simulate import evidence_key
+
+        key = evidence_key(args.model, args.stats, args.final_tokens, config, sampler)
+        outputs = [args.out, *([args.top_out] if args.top_out else [])]
+        if kept_outputs(outputs, args.keep, key, search):
+            print(
+                "regmix simulate: the evidence is unchanged; optimum re-published", file=sys.stderr
+            )
+    if args.plot is not None and results:
+        result = results[0]
         import pandas as pd
 
         from regmix.report.figures import plot_optimum
@@ -252,7 +277,9 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
         help="keep the proposal in this folder under --design, and re-publish it instead of "
         "drawing again while the design key is the same (the workflow's rounds are designs)",
     )
-    p.add_argument("--design", help="the key of what the proposal is drawn from (with --keep)")
+    p.add_argument(
+        "--design", default="design", help="the key of what the proposal is drawn from (--keep)"
+    )
     p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
     p.add_argument(
         "--acquisition",
@@ -297,14 +324,15 @@ def _propose(args: argparse.Namespace) -> None:
             )
 
     how = f"exploring {', '.join(args.explore)}" if args.explore else config.method
+    # A round is a design: kept under the key of what it is drawn from, a proposal whose runs
+    # before it were measured again (their losses moved with the data) is re-published as drawn.
     if args.keep is None:
-        table, kept = draw(), False
+        draw()
+        kept = False
     else:
-        from regmix.search.designs import kept_design
-
-        table, kept = kept_design(args.out, args.keep, args.design or "design", draw)
-    source = "kept as drawn before (its design is unchanged)" if kept else how
-    print(f"regmix propose: {len(table)} mixtures ({source}) -> {args.out}", file=sys.stderr)
+        kept = kept_outputs([args.out], args.keep, args.design, draw)
+    source = "kept as drawn before: its design is unchanged" if kept else how
+    print(f"regmix propose: {args.n} mixtures ({source}) -> {args.out}", file=sys.stderr)
 
 
 def _explore(args: argparse.Namespace, sampler):

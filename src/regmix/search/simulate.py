@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -546,3 +547,33 @@ def warn_if_outside(report: dict[str, Any]) -> None:
             "extrapolation",
             file=sys.stderr,
         )
+
+
+def evidence_key(
+    model_dir: str | os.PathLike,
+    stats_path: str | os.PathLike,
+    final_tokens: float,
+    config: SimulationConfig,
+    sampler: SamplerConfig,
+) -> str:
+    """What an optimum is searched from: the runs the model was fitted on (their weights and
+    target), the model's spec, the settings, and the domains the corpus has. The token counts
+    are left out: they only shape where candidates are drawn, and a corpus change that keeps
+    every run (within reuse.max_change) keeps the optimum; one that changes the runs changes
+    the evidence and searches again, with the counts of the day."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from regmix.files import read_table, read_yaml
+
+    folder = Path(model_dir)
+    train = read_table(folder / "train.parquet")
+    evidence = {
+        "runs": train.round(12).to_dict(orient="list"),
+        "spec": read_yaml(folder / "model.json"),
+        "settings": [asdict(config), asdict(sampler), float(final_tokens)],
+        "domains": sorted(train_tokens(read_stats(stats_path)).index),
+    }
+    text = json.dumps(evidence, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -188,7 +188,11 @@ def decide(
     after = {**valid, **{d: contents["valid"][d].to_record() for d in measure}}
     action = REEVALUATE if measure else KEEP
     return Decision(
-        action, tuple(why), tuple(measure), tuple(stale), _state(key, train_data, after)
+        action,
+        tuple(why),
+        tuple(measure),
+        tuple(stale),
+        _state(key, train_data, after, stale, contents),
     )
 
 
@@ -216,15 +220,20 @@ def _trained(
         gone = f"weights {', '.join(missing)}, gone from the corpus"
         return Decision(DROPPED, (*reasons, gone))
     data = data_record(weights, contents)
-    return Decision(action, reasons, state=_state(key, data["train"], data["valid"]))
+    return Decision(action, reasons, state=_state(key, data["train"], data["valid"], (), contents))
 
 
-def _state(key: str, train: Mapping, valid: Mapping) -> str:
+def _state(key: str, train: Mapping, valid: Mapping, stale, contents: Contents) -> str:
+    """The published record's digest: its training and data, and what the job says about it
+    (which domains changed within max_change, which corpus it is published in), so that a
+    run kept from an earlier corpus is re-published saying so."""
     return digest(
         {
             "key": key,
             "train": {d: c["fingerprint"] for d, c in sorted(train.items())},
             "valid": {d: c["fingerprint"] for d, c in sorted(valid.items())},
+            "stale": sorted(stale),
+            "corpus": corpus_fingerprint(contents),
         }
     )
 

@@ -270,10 +270,14 @@ class ReusePlan:
         return found
 
     def table_lines(self) -> list[str]:
-        """The decisions by reason, as a person reads them (empty when nothing was trained)."""
+        """The decisions by reason, as a person reads them; empty when nothing was trained
+        before, or every run is kept as it is and no corpus change is expected."""
         found = self.decisions()
-        trained = [d for runs in found.values() for _, d in runs if d.action != "new"]
-        if not trained:
+        decided = [d for runs in found.values() for _, d in runs]
+        if all(d.action == "new" for d in decided):
+            return []
+        unchanged = all(row_label(d) == "kept (data unchanged)" for d in decided)
+        if unchanged and not self.predicted and not self.new_rounds():
             return []
         how = (
             "predicted from the corpus files (the data stage runs first; its fingerprints decide)"
