@@ -145,11 +145,23 @@ def test_support_contains_the_runs_but_not_a_pure_unexplored_domain():
     assert not support.contains(np.array([[0.0, 0.0, 0.0, 1.0]]))[0]
 
 
-def test_stats_domains_must_match_the_model(bowl_model, tmp_path):
-    model, _ = bowl_model
-    stats_table({"a": 10, "b": 10, "c": 10, "e": 10}).to_parquet(tmp_path / "stats.parquet")
-    with pytest.raises(RegmixError, match=r"differ from the model's \(missing d; extra e\)"):
-        simulate(model, tmp_path / "stats.parquet", 100, small(), threads=1)
+def test_a_domain_gone_from_the_corpus_gets_weight_zero_and_one_never_run_stays_out(
+    bowl_model, tmp_path
+):
+    """After the corpus changed: the model's domain d is gone (its runs stay evidence, d a
+    feature at 0) and e is new (no run weighed it): the optimum is searched over a, b, c."""
+    weights = dirichlet_weights(150, 4, seed=0)
+    weights[::3, 3] = 0.0  # as RegMix's sampler zeroes small weights, some runs left d out
+    model = fitted(tmp_path, {"t": bowl}, weights / weights.sum(axis=1, keepdims=True))
+    stats = tmp_path / "stats.parquet"
+    stats_table({"a": 10**6, "b": 10**6, "c": 10**6, "e": 10**6}).to_parquet(stats)
+    result = simulate(model, stats, 10**6, small(), threads=1)
+    assert result.domains == DOMAINS and result.optimum[3] == 0
+    # The bowl's lowest point with d at 0: BEST with d's share spread evenly over a, b, c.
+    assert tv(result.optimum, [*(BEST[:3] + BEST[3] / 3), 0]) < 0.08
+    stats_table({"e": 10}).to_parquet(stats)
+    with pytest.raises(RegmixError, match="none of the model's domains has train tokens"):
+        simulate(model, stats, 100, small(), threads=1)
 
 
 def test_caution_prefers_a_supported_mixture_to_an_extrapolated_promise(bowl_model):

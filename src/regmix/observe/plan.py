@@ -53,6 +53,7 @@ from regmix.observe.schedule import (
 from regmix.observe.step_timing import Shape, StepTiming, measure_steps
 from regmix.workflow.config import REPO, load_config
 from regmix.workflow.preflight import check_workflow
+from regmix.workflow.reuse_plan import planned_sweep, reuse_plan
 from regmix.workflow.sweep import Sweep
 
 
@@ -113,6 +114,9 @@ class Plan:
     data: DataPlan | None = None
     evaluation: EvaluationCost | None = None
     """Downstream evaluation of each final model (also when the section is off: its estimate)."""
+    reuse: list[str] = field(default_factory=list)
+    """What the run does with the runs trained before (regmix.workflow.reuse_plan), by reason;
+    empty when nothing was trained before or all of it is kept."""
 
     @property
     def gpu_hours(self) -> float | None:
@@ -149,7 +153,7 @@ def plan_workflow(
     corpus_path = config["corpus"]["path"]
     synthetic = not corpus_path
     planted = synthetic or (directory / corpus_path / "planted.yaml").is_file()
-    sweep = Sweep.from_config(config, planted=planted)
+    sweep = planned_sweep(config, directory, planted)
     vocab = vocabulary(config["corpus"]["tokenizer"], directory)
     corpus = corpus_tokens(config, directory, vocab)
     proxy = Section(
@@ -218,6 +222,7 @@ def plan_workflow(
         plan.slots = simulate_schedule(plan.jobs, cores, AS_READY)
         plan.slots_prioritized = simulate_schedule(plan.jobs, cores, LONGEST_CHAIN)
     plan.disk = disk_items(plan)
+    plan.reuse = reuse_plan(config, directory, sweep).table_lines()
     per_byte = 1.0 if vocab.size == BYTE_VOCAB else 1 / BYTES_PER_SUBWORD_TOKEN
     plan.data = data_plan(config, directory, per_byte, corpus.generated_bytes)
     return plan
@@ -328,6 +333,8 @@ def render_text(plan: Plan) -> str:
         f"of up to {sweep.proxies_per_job}; optimum proxy check {check}; "
         f"{len(sweep.final_names())} final models ({', '.join(sweep.final_names())})"
     )
+    if plan.reuse:
+        lines += ["", *plan.reuse]
     lines += ["", "jobs per stage"]
     stages = jobs_per_stage(plan.jobs)
     for stage, rules in stages.items():

@@ -43,6 +43,7 @@ from regmix.observe.data_stage import status_line as data_status_line
 from regmix.observe.eta import estimate
 from regmix.observe.run_state import DONE, FAILED, PENDING, QUEUED, RUNNING, STAGES, STATES, Run
 from regmix.workflow import sweep as layout
+from regmix.workflow.reuse_plan import planned_sweep
 from regmix.workflow.sweep import Sweep
 from regmix.workflow.workdir import Workdir, failure_reason, last_progress, read_record, tail_lines
 
@@ -269,7 +270,7 @@ def gather(config: dict, directory: str | os.PathLike = ".") -> Snapshot:
     the workflow's working directory `directory`."""
 
     root = Path(directory)
-    plan = Sweep.from_config(config, has_planted_answer(config, root))
+    plan = planned_sweep(config, root, has_planted_answer(config, root))
     workdir = Workdir.read(root)
     runs = [run for job in planned_jobs(plan) for run in job_runs(job, workdir)]
     snapshot = Snapshot(
