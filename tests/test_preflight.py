@@ -154,8 +154,8 @@ def test_the_schema_and_the_renamed_keys_reject_before_the_checks(case):
 
 
 def test_a_near_miss_gets_a_suggestion(tmp_path):
-    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean target?")
-    assert "did you mean tinyllama_1M" in error_of(
+    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean 'target'?")
+    assert "did you mean 'tinyllama_1M'" in error_of(
         tiny({"proxy": {"model": "tinyllama_2M"}}), tmp_path
     )
 

@@ -23,7 +23,10 @@ def domain_ids(data_dir, split, domain):
 
 def test_stats_match_shards_and_indexes(data_dir):
     stats = pd.read_parquet(data_dir / "stats.parquet")
-    columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
+    columns = [
+        *("domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"),
+        "fingerprint",
+    ]
     assert list(stats.columns) == columns
     for row in stats.itertuples():
         meta = json.loads((data_dir / row.split / f"{row.domain}.json").read_text())
