@@ -113,27 +113,35 @@ def domain_entry(
     if meta is None:
         return {}
     keep = refine(shards, target if split == "train" else None)
-    written_tokens = sum(s["tokens"] for s in shards)
-    written_bytes = sum(s["text_bytes"] for s in shards)
     read_bytes = sum(entry["read_text_bytes"] for _, _, entry in parts)
+    read_documents = sum(entry["read_documents"] for _, _, entry in parts)
     tokens = sum(s["use"] for s in shards)
-    sampled = any(s["keep"] < 1 for s in shards)
     index = {k: meta[k] for k in INDEX_KEYS} | {
         "tokens": tokens,
         "documents": sum(round(s["documents"] * s["use"] / s["tokens"]) for s in shards),
         "text_bytes": sum(round(s["text_bytes"] * s["use"] / s["tokens"]) for s in shards),
-        "read_documents": sum(entry["read_documents"] for _, _, entry in parts),
+        "read_documents": read_documents,
         "read_text_bytes": read_bytes,
         "keep": keep,
-        "estimated_tokens": round(read_bytes * written_tokens / written_bytes)
-        if sampled
-        else written_tokens,
+        "estimated_tokens": whole_size(shards, read_bytes, read_documents),
         "shards": [
             {k: s[k] for k in ("path", "tokens", "use", "token_hash", "file")} for s in shards
         ],
     }
     index["fingerprint"] = domain_fingerprint(meta["tokenizer"], meta["dtype"], index["shards"])
     return index
+
+
+def whole_size(shards: list[dict], read_bytes: int, read_documents: int) -> int:
+    """A domain's tokens had every document been tokenized: what was, where it was all; else
+    every document's text bytes at the tokens per byte of those tokenized, plus one
+    end-of-text token per document."""
+    written = sum(s["tokens"] for s in shards)
+    if all(s["keep"] >= 1 for s in shards):
+        return written
+    documents = sum(s["documents"] for s in shards)
+    per_byte = (written - documents) / max(sum(s["text_bytes"] for s in shards), 1)
+    return round(read_bytes * per_byte) + read_documents
 
 
 def collect_shards(

@@ -277,12 +277,6 @@ def documents(
     columns = ["text"] + ([field_path[0]] if field_path and field_path[0] != "text" else [])
     for number, record in read_records(file.path, columns, progress, digest, every):
         text = _document_text(record, file.path, number)
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-            size = len(text.encode("utf-8"))
-            counts.repaired += 1
         domain = file.domain
         if field_path is not None:
             raw = _field(record, field_path)
@@ -305,6 +299,12 @@ def documents(
         if options.domains is not None and domain not in options.domains:
             counts.other_domains += 1
             continue
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub("\ufffd", text)
+            size = len(text.encode("utf-8"))
+            counts.repaired += 1
         split = file.split
         held_out = (
             split == "train"

@@ -7,7 +7,7 @@ file that ends before its zstd frame or gzip trailer does (a download cut short)
 the cut falls. Bytes that are not UTF-8 are kept as lone surrogates (`surrogateescape`), for
 the corpus reader to repair and count like the lone surrogates JSON escapes can spell.
 
-A reader can also hash the raw bytes it reads (`digest`) and take every k-th record only
+A reader can also hash the raw bytes it reads (`digest`) and take about one record in k only
 (`every`: a sample spread over the whole file, for the survey and the tokenizer's sample).
 """
 
@@ -47,7 +47,9 @@ class Progress:
         self.raw: IO[bytes] | None = None
         self.done = 0
         self.records = 0
-        """Lines (or rows) in the file, sampled or not, once the reader reached its end."""
+        """Lines (or rows) in the file, once the reader reached its end."""
+        self.sampled = 0
+        """Of these, the positions a sampling reader chose (`every`)."""
 
     @property
     def bytes_read(self) -> int:
@@ -130,6 +132,17 @@ def _decompressed(path: Path, raw: IO[bytes]) -> IO[bytes]:
     return io.BufferedReader(raw, BUFFER_SIZE)  # type: ignore[arg-type]
 
 
+WEYL = 0x9E3779B97F4A7C15
+"""2^64 / the golden ratio: record n is chosen when n × WEYL mod 2^64 falls in the first
+1/every of the range. The chosen positions are spread evenly over the file with no period, so
+a corpus whose sources alternate in a fixed pattern is not sampled from one source only (a
+plain every-k-th stride would be)."""
+
+
+def chosen(number: int, every: int) -> bool:
+    return every == 1 or (number * WEYL) % 2**64 < 2**64 // every
+
+
 def read_records(
     path: Path,
     columns: list[str] | None = None,
@@ -137,7 +150,8 @@ def read_records(
     digest=None,
     every: int = 1,
 ) -> Iterator[tuple[int, object]]:
-    """`(line or row number, record)` for every `every`-th document of `path`, in order. For
+    """`(line or row number, record)` for every document of `path` (about one in `every`, spread
+    over the file: `chosen`), in order. For
     parquet, `columns` names the top-level columns to read (None: all). `digest` (a hashlib
     object) is fed the file's bytes."""
     if path.name.endswith(".parquet"):
@@ -146,7 +160,7 @@ def read_records(
 
 
 def _json_lines(path: Path, progress: Progress | None, digest, every: int):
-    number = 0
+    number = sampled = 0
     try:
         with open(path, "rb", buffering=0) as file:
             raw: IO[bytes] = _Hashing(file, digest) if digest is not None else file  # type: ignore[assignment]
@@ -154,7 +168,11 @@ def _json_lines(path: Path, progress: Progress | None, digest, every: int):
                 progress.raw = raw
             with _decompressed(path, raw) as lines:
                 for number, line in enumerate(lines, start=1):
-                    if (every > 1 and number % every) or not line.strip():
+                    if every > 1:
+                        if not chosen(number, every):
+                            continue
+                        sampled += 1
+                    if not line.strip():
                         continue
                     text = line.decode("utf-8", "surrogateescape")
                     try:
@@ -164,7 +182,7 @@ def _json_lines(path: Path, progress: Progress | None, digest, every: int):
                     yield number, record
             if progress is not None:
                 progress.done = path.stat().st_size
-                progress.records = number
+                progress.records, progress.sampled = number, sampled if every > 1 else number
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
         where = f"{path}:{number + 1}" if number else str(path)
         kind = "truncated file" if isinstance(exc, EOFError) else "corrupt or truncated file"
@@ -186,7 +204,7 @@ def _parquet_rows(path: Path, columns: list[str] | None, progress: Progress | No
         with open(path, "rb") as file:
             while chunk := file.read(BUFFER_SIZE):
                 digest.update(chunk)
-    row = 0
+    row = sampled = 0
     size = path.stat().st_size
     groups = max(table.num_row_groups, 1)
     try:
@@ -194,16 +212,17 @@ def _parquet_rows(path: Path, columns: list[str] | None, progress: Progress | No
             for batch in table.iter_batches(
                 batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
             ):
-                if every > 1 and (row + len(batch)) // every == row // every:
-                    row += len(batch)  # no sampled row in this batch: skip its conversion
-                    continue
-                for record in batch.to_pylist():
-                    row += 1
-                    if every == 1 or row % every == 0:
-                        yield row, record
+                numbers = range(row + 1, row + len(batch) + 1)
+                row += len(batch)
+                if every > 1:  # convert the chosen rows only
+                    picked = [i for i, n in enumerate(numbers) if chosen(n, every)]
+                    sampled += len(picked)
+                    batch = batch.take(picked)
+                    numbers = [numbers[i] for i in picked]
+                yield from zip(numbers, batch.to_pylist(), strict=True)
             if progress is not None:
                 progress.done = size * (group + 1) // groups
         if progress is not None:
-            progress.records = row
+            progress.records, progress.sampled = row, sampled if every > 1 else row
     except OSError as exc:
         raise RegmixError(f"{path}: row {row + 1}: cannot read: corrupt file ({exc})") from exc

@@ -1,13 +1,14 @@
 """How big is each domain? A sample spread over every file, scaled up, for `corpus.max_tokens`.
 
-Each train file gives the same share of `sample_bytes`, taken as every k-th record over the
-whole file (k from the file's size), so that a domain's place in the file (corpora sorted by
-source are common) does not bias its estimate. A domain's text in the file is estimated as
-its sampled text × the file's records / the records sampled (all records: those of other
-domains or left out count in the denominator too). Encoding a slice of each domain's sample
-gives its tokens per byte. The keep share of a domain is then `max_tokens / estimated tokens`
-(capped at 1) with a margin: each data job tokenizes that hash sample, and the fan-in
-(regmix.data.collect) cuts it to exactly max_tokens from every document's counted size.
+Each train file gives the same share of `sample_bytes`, about one record in k spread over the
+whole file (k from the file's size; regmix.data.readers.chosen), so that a domain's place in
+the file (corpora sorted by source are common) does not bias its estimate. A domain's text in
+the file is estimated as its sampled text × the file's records / the records sampled (all
+records: those of other domains or left out count in the denominator too). Encoding a slice of
+each domain's sample gives its tokens per byte. The keep share of a domain is then
+`max_tokens / estimated tokens` (capped at 1) with a margin: each data job tokenizes that hash
+sample, and the fan-in (regmix.data.collect) cuts it to exactly max_tokens from every
+document's counted size.
 """
 
 from __future__ import annotations
@@ -44,13 +45,11 @@ def sampled_documents(file: CorpusFile, options: ReadOptions, quota: int) -> tup
     every = stride(file, quota)
     while True:
         progress = Progress()
-        sample = [
-            d for d in documents(file, options, None, progress, every=every) if d.split == "train"
-        ]
-        positions = progress.records // every
-        if positions or every == 1:
-            return sample, progress.records / max(positions, 1)
-        every = 1  # fewer records than the stride: read them all
+        sample = documents(file, options, None, progress, every=every)
+        sample = [d for d in sample if d.split == "train"]
+        if progress.sampled or every == 1:
+            return sample, progress.records / max(progress.sampled, 1)
+        every = 1  # no record chosen (a file of a few long records): read them all
 
 
 def spread_sample(
