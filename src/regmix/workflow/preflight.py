@@ -34,6 +34,10 @@ TRAINING_SECTIONS = ("proxy", "final")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "intermediate_size")
 """The fields a model shape must give; the rest of ModelConfig has defaults."""
+NO_VALIDATION = (
+    "config key target: the corpus has no validation data (no folder or file named val, "
+    "valid, validation or dev; or set corpus.valid_fraction to hold train documents out)"
+)
 MAX_BPE_VOCAB = 1_000_000
 MIN_BPE_VOCAB = 258  # 256 bytes, the end-of-text token, and at least one merge
 
@@ -129,6 +133,8 @@ def list_corpus(path: Path, corpus: Mapping) -> CorpusDomains:
     except RegmixError as error:
         raise RegmixError(f"config key corpus.path: {error}") from None
     if corpus["domain_field"] is not None:
+        if not any(f.split == "valid" for f in files) and not corpus["valid_fraction"]:
+            raise RegmixError(NO_VALIDATION)
         return CorpusDomains([], [], [f.path for f in files], known=False)
     train = sorted({f.domain for f in files if f.split == "train"})
     valid = sorted({f.domain for f in files if f.split == "valid"})
@@ -243,7 +249,7 @@ def check_target(target: str, valid: list[str], names: Mapping[str, str] | None 
     from regmix.search.runs import LOSS, parse_target
 
     if not valid:
-        raise RegmixError("config key target: the corpus has no validation data (valid/)")
+        raise RegmixError(NO_VALIDATION)
     if target.strip() != "mean":
         for part in target.split(","):
             name = part.partition(":")[0].strip().removeprefix(LOSS)
