@@ -10,8 +10,15 @@ import torch
 
 from regmix.data.tokenize import BYTE_EOS
 from regmix.errors import RegmixError
-from regmix.evaluation.continuation import make_examples, write_continuation_task
-from regmix.evaluation.downstream import collect_downstream, paired_difference, read_samples
+from regmix.evaluation.continuation import make_examples, task_yaml, write_continuation_task
+from regmix.evaluation.downstream import (
+    collect_downstream,
+    example_weights,
+    headline,
+    paired_difference,
+    read_samples,
+    sample_metrics,
+)
 from regmix.evaluation.tasks import check_tasks, select_tasks
 from regmix.training.export import export_hf
 from regmix.training.model import ModelConfig, Transformer
@@ -147,3 +154,107 @@ def test_paired_difference_sees_a_consistent_gain_and_its_absence():
     assert gain["lower"] > 0 and gain["p_better"] > 0.99
     same = paired_difference(theirs.astype({"score": float}), theirs.astype({"score": float}))
     assert same["difference"] == 0 and same["p_better"] == 0.5
+
+
+# --- groups are scored as lm-eval scores them --------------------------------------------------
+
+GROUPED = {"a": 12, "b": 24, "c": 12, "d": 12, "solo": 16}
+"""A local task folder: group `suite` (plain mean of its tasks) holds task c and group `pair`
+(size-weighted mean of a and b); group `plain` (no aggregate) holds d; `solo` stands alone."""
+
+
+def _task_folder(folder):
+    folder.mkdir(parents=True)
+    for i, (name, n) in enumerate(GROUPED.items()):
+        examples = make_examples(_documents(n=20, seed=i), n, max_tokens=32, seed=i)
+        data = folder / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(e) + "\n" for e in examples))
+        (folder / f"{name}.yaml").write_text(task_yaml(name, data))
+    aggregate = "aggregate_metric_list: [{{metric: acc, weight_by_size: {}}}]"
+    (folder / "pair.yaml").write_text(f"group: pair\ntask: [a, b]\n{aggregate.format('true')}\n")
+    (folder / "suite.yaml").write_text(
+        f"group: suite\ntask: [pair, c]\n{aggregate.format('false')}\n"
+    )
+    (folder / "plain.yaml").write_text("group: plain\ntask: [d]\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """Two tiny models scored by lm-eval on the grouped folder (one lm-eval import)."""
+    pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
+    from regmix.evaluation.harness import EvalSettings, evaluate_model
+
+    root = tmp_path_factory.mktemp("grouped")
+    tasks = _task_folder(root / "tasks")
+    settings = EvalSettings(tasks=(str(tasks),), batch_size=16)
+    results = {}
+    for seed, model in enumerate(["regmix", "prior"]):
+        folder = root / "final" / model
+        model_dir = _export(folder / "hf", seed=seed)
+        results[model] = evaluate_model(model_dir, settings, folder / "eval", threads=1)
+    evals = [root / "final" / m / "eval" for m in results]
+    table = collect_downstream(evals, root / "downstream.parquet")
+    return root, results, table
+
+
+def test_a_local_folder_runs_its_outermost_groups_and_lone_tasks(tmp_path):
+    folder = _task_folder(tmp_path / "tasks")
+    assert select_tasks([str(folder)]).names == ["plain", "suite", "solo"]
+    check_tasks([str(folder)])
+
+
+def test_a_group_counts_once_with_its_subtasks_filed_under_it(grouped):
+    _, results, table = grouped
+    regmix = table[table.model == "regmix"]
+    assert dict(zip(regmix.task, regmix.group, strict=True)) == {
+        "a": "suite", "b": "suite", "pair": "suite", "c": "suite", "suite": "suite",
+        "d": "d", "solo": "solo",
+    }  # fmt: skip
+    scores = headline(table)
+    assert sorted(set(scores.task)) == ["d", "solo", "suite"] and set(scores.metric) == {"acc"}
+    suite = results["regmix"]["results"]["suite"]
+    row = scores[(scores.model == "regmix") & (scores.task == "suite")].iloc[0]
+    assert row.value == pytest.approx(suite["acc,none"]) and row.samples == 12 + 24 + 12
+
+
+def test_group_weights_reproduce_lm_evals_aggregate(grouped):
+    _, results, table = grouped
+    scores = results["regmix"]["results"]
+    weights = example_weights(table, "regmix", {"a", "b", "c", "d", "solo"})
+    assert weights["a"] == weights["b"] == weights["c"] == pytest.approx(1 / 9)  # plain mean
+    assert weights["d"] == weights["solo"] == pytest.approx(1 / 3)
+    average = sum(w * scores[t]["acc,none"] for t, w in weights.items())
+    entries = ("suite", "d", "solo")
+    assert average == pytest.approx(np.mean([scores[e]["acc,none"] for e in entries]))
+    pair = {"results": {k: scores[k] for k in ("a", "b", "pair")}, "group_subtasks": {}}
+    pair["group_subtasks"]["pair"] = ["a", "b"]
+    from regmix.evaluation.downstream import results_rows
+
+    alone = pd.DataFrame(results_rows("regmix", pair))
+    assert example_weights(alone, "regmix", {"a", "b"}) == pytest.approx({"a": 1 / 3, "b": 2 / 3})
+
+
+def test_paired_difference_over_groups_is_the_difference_of_the_averages(grouped):
+    root, _, table = grouped
+    metrics = sample_metrics(table)
+    ours, theirs = (read_samples(root / "final" / m / "eval", metrics) for m in ("regmix", "prior"))
+    assert sorted(set(ours.task)) == ["a", "b", "c", "d", "solo"]
+    weights = example_weights(table, "regmix", set(ours.task))
+    diff = paired_difference(ours, theirs, weights)
+    averages = headline(table).groupby("model").value.mean()
+    assert diff["difference"] == pytest.approx(averages["regmix"] - averages["prior"])
+
+
+def test_summary_averages_the_scored_entries_only(grouped):
+    from regmix.report.downstream import downstream_lines, read_downstream
+
+    root, results, _ = grouped
+    samples = [root / "final" / m / "eval" / "samples.jsonl" for m in results]
+    report = read_downstream(root / "downstream.parquet", samples, None)
+    average = report.scores[report.scores.task == "average"].set_index("model").value
+    scores = results["prior"]["results"]
+    expected = np.mean([scores[e]["acc,none"] for e in ("suite", "d", "solo")])
+    assert average["prior"] == pytest.approx(expected)
+    header = next(line for line in downstream_lines(report) if line.startswith("| model"))
+    assert header == "| model | d (acc) | solo (acc) | suite (acc) | average (mean) |"

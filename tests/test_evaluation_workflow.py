@@ -31,7 +31,9 @@ def test_every_final_model_is_scored_by_lm_eval(evaluated):
     workdir, _ = evaluated
     names = ["regmix", "prior", "uniform", "planted", "heldout01", "heldout02"]
     table = pd.read_parquet(workdir / "results/final/downstream.parquet")
-    assert list(table.columns) == ["model", "task", "metric", "value", "stderr", "samples"]
+    assert list(table.columns) == [
+        "model", "task", "metric", "value", "stderr", "samples", "group"
+    ]  # fmt: skip
     assert set(table.model) == set(names)
     assert set(table.task) == {"continuation_target"}
     assert set(table.metric) == {"acc", "acc_norm"} and (table.samples == 24).all()

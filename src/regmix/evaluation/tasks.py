@@ -67,14 +67,14 @@ def task_name(config: dict, where: str) -> str:
 
 
 def folder_tasks(folder: Path) -> list[dict]:
-    """The tasks a folder defines: its groups, and the tasks no group there lists."""
+    """The tasks a folder defines: the groups and tasks that no group there lists (a group
+    runs its members, nested groups included; naming a member again would run it twice)."""
     configs = [load_task_yaml(path) for path in sorted(folder.rglob("*.y*ml"))]
-    groups = [c for c in configs if "group" in c]
-    grouped = {_member_name(m) for g in groups for m in _members(g)}
-    tasks = [c for c in configs if "group" not in c and c.get("task") not in grouped]
-    if not groups and not tasks:
+    listed = {_member_name(m) for c in configs if "group" in c for m in _members(c)}
+    top = [c for c in configs if c.get("group", c.get("task")) not in listed]
+    if not top:
         raise RegmixError(f"evaluation task {folder}: no task YAML in this folder")
-    return groups + tasks
+    return [c for c in top if "group" in c] + [c for c in top if "group" not in c]
 
 
 class _TaskLoader(yaml.SafeLoader):

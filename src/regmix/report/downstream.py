@@ -2,7 +2,8 @@
 section and its figure.
 
 Scores are each task's headline metric (regmix.evaluation.downstream) ± lm-eval's standard
-error; the average over tasks weights tasks equally. RegMix against a baseline is a paired
+error, a group's (MMLU) as lm-eval aggregates it over its subtasks; the average weights the
+scored tasks and groups equally. RegMix against a baseline is a paired
 comparison on the same examples, bootstrapped, so the interval and P(regmix better) account for
 how few examples a task has. The rank correlation of target loss and downstream average says
 whether the loss we optimised tracks the benchmarks across the final models.
@@ -18,7 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from regmix.evaluation.downstream import headline, paired_difference, primary_metric, read_samples
+from regmix.evaluation.downstream import (
+    example_weights,
+    headline,
+    paired_difference,
+    read_samples,
+    sample_metrics,
+)
 from regmix.files import atomic_path, read_table
 
 OPTIMUM = "regmix"
@@ -58,13 +65,15 @@ def downstream_report(
     correlation (from summary.parquet's target_loss)."""
     scores = headline(table)[["model", "task", "metric", "value", "stderr"]]
     scores = pd.concat([scores, average_scores(scores)], ignore_index=True)
-    metrics = {task: primary_metric(table, task) for task in set(table.task)}
+    metrics = sample_metrics(table)
     per_example = {model: read_samples(path, metrics) for model, path in samples.items()}
     rows = []
     if OPTIMUM in per_example:
+        ours = per_example[OPTIMUM]
+        weights = example_weights(table, OPTIMUM, set(ours.task))
         for baseline in BASELINES:
             if baseline in per_example:
-                diff = paired_difference(per_example[OPTIMUM], per_example[baseline])
+                diff = paired_difference(ours, per_example[baseline], weights)
                 rows.append({"baseline": baseline, **diff})
     comparisons = pd.DataFrame(
         rows, columns=["baseline", "difference", "lower", "upper", "p_better"]
@@ -87,7 +96,8 @@ def downstream_lines(report: DownstreamReport) -> list[str]:
     lines = [
         "## Downstream (lm-eval)",
         "",
-        "Each task's headline metric ± standard error; `average` weights tasks equally.",
+        "Each task's headline metric ± standard error (a group's as lm-eval aggregates its "
+        "subtasks); `average` weights these columns equally.",
         "",
         "| model | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
         "|" + "---|" * (len(tasks) + 1),
@@ -106,8 +116,8 @@ def downstream_lines(report: DownstreamReport) -> list[str]:
     if len(report.comparisons):
         lines += [
             "",
-            "RegMix against each baseline on the same examples (average over tasks of the "
-            "per-example difference; 95% bootstrap interval, stratified by task):",
+            "RegMix against each baseline on the same examples (the per-example difference, "
+            "weighted as `average` weighs them; 95% bootstrap interval, stratified by task):",
             "",
             "| baseline | regmix − baseline | 95% interval | P(regmix better) |",
             "|---|---|---|---|",
