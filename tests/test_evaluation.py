@@ -2,6 +2,7 @@
 hand, finding tasks and their data offline, and the scores table with paired comparisons."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -127,18 +128,90 @@ def test_lm_eval_task_whose_data_is_not_cached_is_named(tmp_path, monkeypatch):
         check_tasks(["hellaswag"])
 
 
-def test_lm_eval_task_in_the_hub_cache_passes(tmp_path, monkeypatch):
+def _prepared_dataset(cache, repo: str, config: str, splits: dict[str, list[dict]]):
+    """`repo` prepared in the datasets cache as `datasets` leaves a Hub dataset it loaded:
+    written by its own builder, under <namespace>___<snake name>/<config>/<version>/<hash>/."""
+    from datasets.naming import camelcase_to_snakecase
+    from datasets.packaged_modules.json.json import Json
+
+    namespace, name = repo.split("/")
+    files = {}
+    for split, rows in splits.items():
+        files[split] = str(cache.parent / f"{split}.jsonl")
+        Path(files[split]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    staging = cache.parent / "staging"
+    builder = Json(
+        cache_dir=str(staging),
+        dataset_name=camelcase_to_snakecase(name),
+        config_name=config,
+        data_files=files,
+        hash="0123abcd",
+    )
+    builder.download_and_prepare()
+    target = cache / f"{namespace}___{camelcase_to_snakecase(name)}" / config / "0.0.0"
+    target.mkdir(parents=True)
+    Path(builder.cache_dir).rename(target / "0123abcd")
+    return target / "0123abcd"
+
+
+def test_hub_dataset_check_agrees_with_datasets_loading_it_offline(tmp_path, monkeypatch):
+    """Prepared by `datasets` passes (and loads offline); an empty folder, a Hub download alone
+    and a prepared copy that lost a split's arrow file fail, naming what is missing."""
+    pytest.importorskip("datasets")
+    import datasets
+
+    from regmix.evaluation.tasks import cached_dataset_problem, datasets_cache, snake_case
+
+    (tmp_path / "hf").mkdir()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cache = datasets_cache()
+    assert cache == tmp_path / "hf" / "datasets"
+    (cache / "me___tiny_qa").mkdir(parents=True)  # the folder, but nothing in it
+    assert "neither local nor in" in cached_dataset_problem("me/TinyQA", "main", cache)
+    hub = tmp_path / "hf" / "hub" / "datasets--me--TinyQA" / "snapshots" / "abc"
+    hub.mkdir(parents=True)
+    (hub / "test.jsonl").write_text('{"q": 1}\n')  # a Hub download: not read offline
+    assert "neither local nor in" in cached_dataset_problem("me/TinyQA", "main", cache)
+
+    rows = [{"q": i, "label": i % 2} for i in range(4)]
+    folder = _prepared_dataset(cache, "me/TinyQA", "main", {"train": rows, "test": rows})
+    assert snake_case("TinyQA") == "tiny_qa"
+    assert cached_dataset_problem("me/TinyQA", "main", cache) is None
+    assert cached_dataset_problem("me/TinyQA", None, cache) is None
+    assert "configuration other" in cached_dataset_problem("me/TinyQA", "other", cache)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    loaded = datasets.load_dataset("me/TinyQA", "main", cache_dir=str(cache))
+    assert loaded["test"].num_rows == 4
+
+    (folder / "tiny_qa-train.arrow").unlink()
+    problem = cached_dataset_problem("me/TinyQA", "main", cache)
+    assert problem.startswith("dataset me/TinyQA (configuration main) is cached without its train")
+    with pytest.raises(FileNotFoundError):
+        datasets.load_dataset("me/TinyQA", "main", cache_dir=str(cache))
+
+
+def test_lm_eval_task_prepared_in_the_datasets_cache_passes(tmp_path, monkeypatch):
     pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    (tmp_path / "hub" / "datasets--Rowan--hellaswag").mkdir(parents=True)
+    from regmix.evaluation.tasks import datasets_cache
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "hf" / "datasets" / "Rowan___hellaswag").mkdir(parents=True)
+    with pytest.raises(RegmixError, match="Rowan/hellaswag is neither local nor in"):
+        check_tasks(["hellaswag"])  # an empty folder used to pass
+    rows = [{"ctx": "a", "endings": ["b", "c"], "label": "0"}]
+    _prepared_dataset(datasets_cache(), "Rowan/hellaswag", "default", {"validation": rows})
     check_tasks(["hellaswag"])
 
 
 def test_local_task_with_a_missing_data_file_is_named(tmp_path):
     task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 5)
     check_tasks([str(task)])
+    (tmp_path / "task" / "data.jsonl").write_text("")
+    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl is not"):
+        check_tasks([str(task)])
     (tmp_path / "task" / "data.jsonl").unlink()
-    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl"):
+    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl is not"):
         check_tasks([str(task)])
     with pytest.raises(RegmixError, match="no such task file or folder"):
         check_tasks([str(tmp_path / "nowhere.yaml")])

@@ -104,7 +104,7 @@ CASES = {
     "evaluation data offline": (  # this machine's Hugging Face cache has no hellaswag
         {"evaluation": {"enabled": True, "tasks": ["hellaswag"]}},
         "config key evaluation.tasks: hellaswag: task hellaswag: dataset Rowan/hellaswag is "
-        "neither local nor in the Hugging Face cache",
+        "neither local nor in the Hugging Face datasets cache",
     ),
 }
 SCHEMA_CASES = ("regressor", "compared regressor", "renamed key")
