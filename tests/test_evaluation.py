@@ -1,7 +1,10 @@
 """Downstream evaluation: the continuation task, lm-eval on an export with no file added by
 hand, finding tasks and their data offline, and the scores table with paired comparisons."""
 
+import contextlib
+import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from regmix.cli import main
 from regmix.data.tokenize import BYTE_EOS
 from regmix.errors import RegmixError
 from regmix.evaluation.continuation import make_examples, task_yaml, write_continuation_task
@@ -21,6 +25,8 @@ from regmix.evaluation.downstream import (
     sample_metrics,
 )
 from regmix.evaluation.tasks import check_tasks, select_tasks
+from regmix.files import write_json
+from regmix.training.devices import VISIBLE, Lease, holder
 from regmix.training.export import export_hf
 from regmix.training.model import ModelConfig, Transformer
 
@@ -262,13 +268,23 @@ def grouped(tmp_path_factory):
     tasks = _task_folder(root / "tasks")
     settings = EvalSettings(tasks=(str(tasks),), batch_size=16)
     results = {}
-    for seed, model in enumerate(["regmix", "prior"]):
-        folder = root / "final" / model
-        model_dir = _export(folder / "hf", seed=seed)
-        results[model] = evaluate_model(model_dir, settings, folder / "eval", threads=1)
-    evals = [root / "final" / m / "eval" for m in results]
+    folders = {model: root / "final" / model for model in ("regmix", "prior")}
+    model_dir = _export(folders["regmix"] / "hf", seed=0)
+    results["regmix"] = evaluate_model(model_dir, settings, folders["regmix"] / "eval", threads=1)
+    # `prior` as an evaluate job asking for a GPU, on a machine with GPUs 0 and 1, 0 taken
+    model_dir = _export(folders["prior"] / "hf", seed=1)
+    command = ["evaluate", "--model", str(model_dir), "--out-dir", str(folders["prior"] / "eval")]
+    command += ["--settings", json.dumps({"tasks": [str(tasks)], "batch_size": 16}), "--gpus", "1"]
+    err, lease = io.StringIO(), root / "lease.json"
+    write_json({"0": holder(os.getppid())}, lease)  # GPU 0: another job's (a live process)
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(err):
+        env.setenv("REGMIX_GPU_LEASE", str(lease))
+        env.setenv(VISIBLE, "0,1")
+        assert main(command) == 0
+    results["prior"] = json.loads((folders["prior"] / "eval" / "results.json").read_text())
+    evals = [folder / "eval" for folder in folders.values()]
     table = collect_downstream(evals, root / "downstream.parquet")
-    return root, results, table
+    return root, results, table, (err.getvalue(), Lease(lease).held())
 
 
 def test_a_local_folder_runs_its_outermost_groups_and_lone_tasks(tmp_path):
@@ -278,7 +294,7 @@ def test_a_local_folder_runs_its_outermost_groups_and_lone_tasks(tmp_path):
 
 
 def test_a_group_counts_once_with_its_subtasks_filed_under_it(grouped):
-    _, results, table = grouped
+    _, results, table, _ = grouped
     regmix = table[table.model == "regmix"]
     assert dict(zip(regmix.task, regmix.group, strict=True)) == {
         "a": "suite", "b": "suite", "pair": "suite", "c": "suite", "suite": "suite",
@@ -292,7 +308,7 @@ def test_a_group_counts_once_with_its_subtasks_filed_under_it(grouped):
 
 
 def test_group_weights_reproduce_lm_evals_aggregate(grouped):
-    _, results, table = grouped
+    _, results, table, _ = grouped
     scores = results["regmix"]["results"]
     weights = example_weights(table, "regmix", {"a", "b", "c", "d", "solo"})
     assert weights["a"] == weights["b"] == weights["c"] == pytest.approx(1 / 9)  # plain mean
@@ -309,7 +325,7 @@ def test_group_weights_reproduce_lm_evals_aggregate(grouped):
 
 
 def test_paired_difference_over_groups_is_the_difference_of_the_averages(grouped):
-    root, _, table = grouped
+    root, _, table, _ = grouped
     metrics = sample_metrics(table)
     ours, theirs = (read_samples(root / "final" / m / "eval", metrics) for m in ("regmix", "prior"))
     assert sorted(set(ours.task)) == ["a", "b", "c", "d", "solo"]
@@ -322,7 +338,7 @@ def test_paired_difference_over_groups_is_the_difference_of_the_averages(grouped
 def test_summary_averages_the_scored_entries_only(grouped):
     from regmix.report.downstream import downstream_lines, read_downstream
 
-    root, results, _ = grouped
+    root, results, _, _ = grouped
     samples = [root / "final" / m / "eval" / "samples.jsonl" for m in results]
     report = read_downstream(root / "downstream.parquet", samples, None)
     average = report.scores[report.scores.task == "average"].set_index("model").value
@@ -331,3 +347,27 @@ def test_summary_averages_the_scored_entries_only(grouped):
     assert average["prior"] == pytest.approx(expected)
     header = next(line for line in downstream_lines(report) if line.startswith("| model"))
     assert header == "| model | d (acc) | solo (acc) | suite (acc) | average (mean) |"
+
+
+def test_an_evaluate_job_takes_a_free_gpu_from_the_training_lease(grouped):
+    """GPU 0 was held: the job scored on GPU 1 (here on the CPU, with no CUDA behind the ids:
+    said in one line), and gave GPU 1 back when it ended."""
+    *_, (err, lease) = grouped
+    assert "regmix: granted GPU 1 but CUDA is not available; scoring on CPU" in err
+    assert set(lease) == {"0"}
+
+
+def test_a_job_asking_no_gpu_hides_them_and_one_asking_a_gpu_gets_a_free_one(monkeypatch, tmp_path):
+    from regmix.evaluation.harness import granted_device
+
+    monkeypatch.setenv("REGMIX_GPU_LEASE", str(tmp_path / "lease.json"))
+    monkeypatch.setenv(VISIBLE, "0,1")
+    with granted_device(0) as device:
+        assert device == "cpu" and os.environ[VISIBLE] == ""
+    monkeypatch.setenv(VISIBLE, "0,1")
+    other = holder(os.getppid())  # a live process: another job holding GPU 0
+    write_json({"0": other}, tmp_path / "lease.json")
+    with granted_device(1):
+        assert os.environ[VISIBLE] == "1"
+        assert Lease(tmp_path / "lease.json").held() == {"0": other, "1": holder(os.getpid())}
+    assert os.environ[VISIBLE] == "0,1" and Lease(tmp_path / "lease.json").held() == {"0": other}

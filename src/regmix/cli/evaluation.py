@@ -62,17 +62,23 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
         help='EvalSettings fields (JSON): {"tasks": [...], "num_fewshot", "limit", ...}',
     )
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--gpus", type=int, default=0, help="0: CPU, else the first GPU")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="0: CPU; 1: a GPU taken from the lease training jobs share (CUDA_VISIBLE_DEVICES)",
+    )
     add_threads_argument(p)
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from regmix.evaluation.harness import EvalSettings, evaluate_model
+    from regmix.evaluation.harness import EvalSettings, evaluate_model, granted_device
 
     settings = dataclass_from(EvalSettings, args.settings, "--settings")
-    device = "cuda" if args.gpus > 0 else "cpu"
-    evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
+    with granted_device(args.gpus) as device:
+        evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
 
 
 def add_collect_downstream(commands: argparse._SubParsersAction) -> None:
