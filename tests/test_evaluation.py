@@ -1,5 +1,6 @@
-"""Downstream evaluation: the continuation task, lm-eval on an export with no file added by
-hand, finding tasks and their data offline, and the scores table with paired comparisons."""
+"""Downstream evaluation: lm-eval on an export with no file added by hand and on the GPU it
+leases, finding tasks and their data offline, and the scores table: groups scored as lm-eval
+scores them, paired comparisons. (The continuation task: tests/test_continuation.py.)"""
 
 import contextlib
 import io
@@ -11,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_continuation import word_documents
 
 from regmix.cli import main
 from regmix.data.tokenize import BYTE_EOS
 from regmix.errors import RegmixError
-from regmix.evaluation.continuation import make_examples, task_yaml, write_continuation_task
+from regmix.evaluation.continuation import make_examples, task_yaml
 from regmix.evaluation.downstream import (
     collect_downstream,
     example_weights,
@@ -30,66 +32,15 @@ from regmix.training.devices import VISIBLE, Lease, holder
 from regmix.training.export import export_hf
 from regmix.training.model import ModelConfig, Transformer
 
-WORDS = [
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "eta",
-    "theta",
-    "iota",
-    "kappa",
-    "lambda",
-    "mu",
-    "nu",
-    "xi",
-]
 
-
-def _documents(n: int = 12, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=60)) for _ in range(n)]
-
-
-def _corpus(root):
-    for split in ("train", "valid"):
-        (root / split).mkdir(parents=True)
-        for domain in ("target", "web"):
-            lines = [json.dumps({"text": t}) for t in _documents(seed=len(domain))]
-            (root / split / f"{domain}-0.jsonl").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def test_continuation_examples_hide_the_true_continuation_among_other_documents():
-    examples = make_examples(_documents(), n=30, choices=4, seed=1)
-    assert len(examples) == 30
-    for example in examples:
-        assert len(example["choices"]) == 4 and len(set(example["choices"])) == 4
-        assert 0 <= example["label"] < 4
-    labels = [e["label"] for e in examples]
-    assert len(set(labels)) > 1  # the answer is not always in the same place
-
-
-def test_continuation_examples_fit_a_short_model_in_bytes():
-    documents = [text.replace("a", "å") for text in _documents()]  # two bytes each
-    for example in make_examples(documents, n=30, max_tokens=32):
-        assert len(example["context"].encode()) <= 16
-        assert all(0 < len(choice.encode()) <= 8 for choice in example["choices"])
-
-
-def test_continuation_task_needs_documents_from_enough_places():
-    with pytest.raises(RegmixError, match="too few examples"):
-        make_examples(_documents(n=2), n=10, choices=4)
-
-
-def test_continuation_task_is_written_from_the_target_domain(tmp_path):
-    task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 20)
-    assert task.name == "task.yaml" and "task: continuation_target" in task.read_text()
-    lines = (tmp_path / "task" / "data.jsonl").read_text().splitlines()
-    assert len(lines) == 20
-    assert select_tasks([str(task)]).names == ["continuation_target"]
+def _local_task(folder: Path, name: str, n: int, seed: int = 0) -> Path:
+    """A local multiple-choice task of `n` continuation examples: `<name>.yaml` + its data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    examples = make_examples(word_documents(n=20, seed=seed), n, max_tokens=32, seed=seed)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    (folder / f"{name}.yaml").write_text(task_yaml(name, data))
+    return folder / f"{name}.yaml"
 
 
 def _export(folder, seed=0):
@@ -105,8 +56,7 @@ def test_lm_eval_scores_an_export_with_no_file_added_by_hand(tmp_path):
     from regmix.evaluation.harness import EvalSettings, evaluate_model
 
     model = _export(tmp_path / "m" / "hf")  # 32 positions, as short as the tiny workflow's
-    corpus = _corpus(tmp_path / "corpus")
-    task = write_continuation_task(corpus, "target", tmp_path / "task", 20, max_tokens=32)
+    task = _local_task(tmp_path / "task", "continuation_target", 20)
     settings = EvalSettings(tasks=(str(task),), batch_size=8)
     results = evaluate_model(model, settings, tmp_path / "m" / "eval", threads=1, device="cpu")
     scores = results["results"]["continuation_target"]
@@ -211,13 +161,13 @@ def test_lm_eval_task_prepared_in_the_datasets_cache_passes(tmp_path, monkeypatc
 
 
 def test_local_task_with_a_missing_data_file_is_named(tmp_path):
-    task = write_continuation_task(_corpus(tmp_path / "corpus"), "target", tmp_path / "task", 5)
+    task = _local_task(tmp_path / "task", "continuation_target", 5)
     check_tasks([str(task)])
-    (tmp_path / "task" / "data.jsonl").write_text("")
-    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl is not"):
+    (tmp_path / "task" / "continuation_target.jsonl").write_text("")
+    with pytest.raises(RegmixError, match="continuation_target: data file .*target.jsonl is not"):
         check_tasks([str(task)])
-    (tmp_path / "task" / "data.jsonl").unlink()
-    with pytest.raises(RegmixError, match="continuation_target: data file .*data.jsonl is not"):
+    (tmp_path / "task" / "continuation_target.jsonl").unlink()
+    with pytest.raises(RegmixError, match="continuation_target: data file .*target.jsonl is not"):
         check_tasks([str(task)])
     with pytest.raises(RegmixError, match="no such task file or folder"):
         check_tasks([str(tmp_path / "nowhere.yaml")])
@@ -243,12 +193,8 @@ GROUPED = {"a": 12, "b": 24, "c": 12, "d": 12, "solo": 16}
 
 
 def _task_folder(folder):
-    folder.mkdir(parents=True)
     for i, (name, n) in enumerate(GROUPED.items()):
-        examples = make_examples(_documents(n=20, seed=i), n, max_tokens=32, seed=i)
-        data = folder / f"{name}.jsonl"
-        data.write_text("".join(json.dumps(e) + "\n" for e in examples))
-        (folder / f"{name}.yaml").write_text(task_yaml(name, data))
+        _local_task(folder, name, n, seed=i)
     aggregate = "aggregate_metric_list: [{{metric: acc, weight_by_size: {}}}]"
     (folder / "pair.yaml").write_text(f"group: pair\ntask: [a, b]\n{aggregate.format('true')}\n")
     (folder / "suite.yaml").write_text(

@@ -11,6 +11,7 @@ whether the loss we optimised tracks the benchmarks across the final models.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from regmix.evaluation.continuation import describe
 from regmix.evaluation.downstream import (
     example_weights,
     headline,
@@ -42,6 +44,8 @@ class DownstreamReport:
     """Rank correlation of target loss and downstream average across the final models."""
     spearman_p: float | None
     n_models: int
+    notes: tuple[str, ...] = ()
+    """What a task measures, for tasks that say (regmix's continuation task)."""
 
 
 def average_scores(scores: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +63,10 @@ def average_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def downstream_report(
-    table: pd.DataFrame, samples: dict[str, Path], summary: pd.DataFrame | None
+    table: pd.DataFrame,
+    samples: dict[str, Path],
+    summary: pd.DataFrame | None,
+    notes: tuple[str, ...] = (),
 ) -> DownstreamReport:
     """Scores, paired comparisons (from each model's samples.jsonl) and the loss ↔ score rank
     correlation (from summary.parquet's target_loss)."""
@@ -85,7 +92,7 @@ def downstream_report(
         if len(losses) >= 3:
             result = spearmanr(losses, averages.loc[losses.index])
             rho, p = float(result.statistic), float(result.pvalue)
-    return DownstreamReport(scores, comparisons, rho, p, len(averages))
+    return DownstreamReport(scores, comparisons, rho, p, len(averages), notes)
 
 
 def downstream_lines(report: DownstreamReport) -> list[str]:
@@ -99,6 +106,8 @@ def downstream_lines(report: DownstreamReport) -> list[str]:
         "Each task's headline metric ± standard error (a group's as lm-eval aggregates its "
         "subtasks); `average` weights these columns equally.",
         "",
+        *(f"- {note}" for note in report.notes),
+        *([""] if report.notes else []),
         "| model | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
         "|" + "---|" * (len(tasks) + 1),
     ]
@@ -179,4 +188,15 @@ def read_downstream(
 ) -> DownstreamReport:
     """The report from downstream.parquet and `<model>/eval/samples.jsonl` files."""
     folders = {Path(s).parent.parent.name: Path(s).parent for s in samples}
-    return downstream_report(read_table(downstream), folders, summary)
+    notes = task_notes(next(iter(folders.values()))) if folders else ()
+    return downstream_report(read_table(downstream), folders, summary, notes)
+
+
+def task_notes(eval_dir: Path) -> tuple[str, ...]:
+    """What each task measures, for the tasks whose YAML says it in its `metadata` (as lm-eval
+    records the configs in results.json): the continuation task's split, domains and size."""
+    path = eval_dir / "results.json"
+    configs = json.loads(path.read_text()).get("configs", {}) if path.is_file() else {}
+    return tuple(
+        note for name, config in sorted(configs.items()) if (note := describe(name, config))
+    )
