@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -184,8 +185,8 @@ def test_the_demo_without_lm_eval_runs_without_evaluation(monkeypatch):
 
 
 def test_a_near_miss_gets_a_suggestion(tmp_path):
-    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean target?")
-    assert "did you mean tinyllama_1M" in error_of(
+    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean 'target'?")
+    assert "did you mean 'tinyllama_1M'" in error_of(
         tiny({"proxy": {"model": "tinyllama_2M"}}), tmp_path
     )
 
@@ -529,3 +530,39 @@ def test_an_unknown_file_in_a_field_corpus_stops_the_run(tmp_path):
     (tmp_path / "01.txt").write_text("stray")
     config = tiny({"corpus": {"path": str(tmp_path), "domain_field": "meta.set"}})
     assert re.search(r"corpus.path: .*01\.txt: not a corpus file", error_of(config, tmp_path))
+
+
+def test_a_field_corpus_without_validation_files_needs_valid_fraction(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train/00.jsonl").write_text('{"text": "x", "meta": {"set": "Pile-CC"}}\n')
+    config = tiny({"corpus": {"path": str(tmp_path), "domain_field": "meta.set"}})
+    assert "corpus has no validation data (no folder or file named val" in error_of(
+        config, tmp_path
+    )
+    (tmp_path / "val.jsonl").write_text('{"text": "y", "meta": {"set": "Pile-CC"}}\n')
+    config["target"] = "pile_cc"
+    check_workflow(config, tmp_path)
+
+
+def test_a_misspelt_domain_of_a_prepared_field_corpus_stops_at_parse_time(tmp_path):
+    from regmix.data.corpus import ReadOptions
+    from regmix.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [{"text": f"doc {i} " * 40, "meta": {"set": s}} for i in range(20) for s in NAMES]
+    (corpus / "00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    options = ReadOptions("meta.set", valid_fraction=0.2)
+    prepare_corpus(corpus, tmp_path / "results/data", "byte", options=options)
+    field = {"path": str(corpus), "domain_field": "meta.set", "valid_fraction": 0.2}
+    config = tiny({"corpus": {**field, "domains": ["Pile-CC", "Stack Exchange"]}})
+    config["target"] = "Pile-CC"
+    config["final"].update(steps=1, batch_size=1)  # no cap to check: names only
+    resolve_domain_names(config)
+    assert error_of(config, tmp_path) == (
+        "config key corpus.domains: no domain 'stack_exchange' in the corpus (its domains: "
+        "'Pile-CC', 'StackExchange'); did you mean 'StackExchange'?"
+    )
+
+
+NAMES = ("Pile-CC", "StackExchange")
