@@ -4,6 +4,7 @@ one line naming the key or file, a non-zero exit, within seconds, and no job sta
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from regmix.workflow.config import (
 )
 from regmix.workflow.preflight import (
     check_device_split,
+    check_evaluation,
     check_training_settings,
     check_workflow,
     corpus_domains,
@@ -105,7 +107,7 @@ CASES = {
     "evaluation data offline": (  # this machine's Hugging Face cache has no hellaswag
         {"evaluation": {"enabled": True, "tasks": ["hellaswag"]}},
         "config key evaluation.tasks: hellaswag: task hellaswag: dataset Rowan/hellaswag is "
-        "neither local nor in the Hugging Face cache",
+        "neither local nor in the Hugging Face datasets cache",
     ),
 }
 SCHEMA_CASES = ("regressor", "compared regressor", "renamed key")
@@ -152,6 +154,34 @@ def test_the_schema_and_the_renamed_keys_reject_before_the_checks(case):
     overrides, expected = CASES[case]
     with pytest.raises(RegmixError, match=re.escape(expected)):
         tiny(overrides)
+
+
+def test_evaluation_is_on_for_the_demo_and_off_for_a_corpus_of_yours(tmp_path, corpus_dir):
+    """`evaluation.enabled: auto`, the default, is settled once for every reader of the config:
+    on for the synthetic demo (when lm-eval is installed), off for a user's corpus unless set."""
+    lm_eval = importlib.util.find_spec("lm_eval") is not None
+    assert load_config()["evaluation"]["enabled"] is lm_eval
+    user = tmp_path / "user.yaml"
+    user.write_text(f"corpus: {{path: {corpus_dir}}}\n")
+    assert load_config([user])["evaluation"]["enabled"] is False
+    user.write_text(f"corpus: {{path: {corpus_dir}}}\nevaluation: {{enabled: 'true'}}\n")
+    assert load_config([user])["evaluation"]["enabled"] is True  # as --config passes it
+    with pytest.raises(RegmixError, match=r"evaluation.enabled: 'sometimes' is not one of"):
+        tiny({"evaluation": {"enabled": "sometimes"}})
+
+
+def test_the_demo_without_lm_eval_runs_without_evaluation(monkeypatch):
+    from regmix.workflow import config as workflow_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        workflow_config.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "lm_eval" else real(name, *args),
+    )
+    assert load_config()["evaluation"]["enabled"] is False
+    with pytest.raises(RegmixError, match="evaluation.enabled: lm-eval is not installed"):
+        check_evaluation({"enabled": True, "tasks": [], "continuation": {"examples": 8}}, Path())
 
 
 def test_a_near_miss_gets_a_suggestion(tmp_path):
