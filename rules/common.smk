@@ -138,9 +138,10 @@ def files_argument(wildcards, input):
     return "" if DATA_GROUPS[wildcards.group] is None else "--files " + " ".join(input.files)
 
 
-def group_runtime(wildcards, threads):
+def group_runtime(wildcards, threads, attempt):
+    """A data job's time limit in minutes; a retry (a job killed at its limit) asks for more."""
     group = DATA_GROUPS[wildcards.group]
-    return 10 if group is None else runtime_minutes(group[1], threads)
+    return attempt * (10 if group is None else runtime_minutes(group[1], threads))
 
 
 def reading_arguments():
@@ -184,8 +185,21 @@ def max_tokens():
 
 
 def group_survey(wildcards):
-    """The survey that says which share of each domain to tokenize (with max_tokens)."""
-    return [] if max_tokens() is None else f"{DATA}/survey.json"
+    """The survey that says which share of each domain to tokenize (with max_tokens). Its
+    time is ignored (ancient): the fan-in cuts every domain to max_tokens from exact counts,
+    so a survey that ran again (for a new file) needs no old data job to run again."""
+    return [] if max_tokens() is None else ancient(f"{DATA}/survey.json")
+
+
+def survey_corpus_input():
+    """The survey reads a user's corpus without listing its files as input, so that adding a
+    file does not run it (and every data job) again; the synthetic corpus is a rule's output."""
+    return [] if config["corpus"]["path"] else CORPUS
+
+
+def max_tokens_argument():
+    setting = max_tokens()
+    return "" if setting is None else f"--max-tokens {setting}"
 
 
 def survey_argument(wildcards, input):
@@ -306,6 +320,22 @@ def data_stats(wildcards):
     again keeps the reason to run it was given while the checkpoint's output was unknown."""
     checkpoints.collect_shards.get()
     return ancient(STATS)
+
+
+def data_valid(wildcards):
+    """The prepared validation data, as data_stats: its content is in valid_fingerprints."""
+    checkpoints.collect_shards.get()
+    return ancient(f"{DATA}/valid")
+
+
+def valid_fingerprints(wildcards):
+    """The content of every prepared validation domain (a task made from them re-runs when it
+    changes, not when the data stage ran again to the same tokens)."""
+    checkpoints.collect_shards.get()
+    from regmix.data.fingerprint import read_fingerprints
+
+    found = read_fingerprints(DATA)
+    return as_json({domain: fp for (split, domain), fp in found.items() if split == "valid"})
 
 
 def train_domains(wildcards):
