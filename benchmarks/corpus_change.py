@@ -22,9 +22,7 @@ the full re-run's bootstrap spread (the largest TV between its optimum and a boo
     python benchmarks/corpus_change.py --work /tmp/corpus-change                      # the demo
     python benchmarks/corpus_change.py --work /tmp/cc --configfile tests/config/tiny.yaml  # minutes
 
-The demo scale is ~1.5 h on 2 cores (11 sweeps, 6 of them full). Until the data stage writes
-per-file shards (issue 19a), one data job per file (`corpus.bytes_per_job: 1`) lets
-`reuse.max_change` measure a domain's change file by file.
+The demo scale is ~1.5 h on 2 cores (11 sweeps, 6 of them full).
 """
 
 from __future__ import annotations
@@ -228,11 +226,7 @@ def main() -> None:
     config = load_config(args.configfile)
     synthetic = config["corpus"].get("synthetic", {})
     seed, scale = int(synthetic.get("seed", 0)), float(synthetic.get("scale", 1.0))
-    config["corpus"] = {
-        "path": "corpus",
-        "bytes_per_job": 1,
-        "synthetic": {"seed": seed, "scale": scale},
-    }
+    config["corpus"] = {"path": "corpus", "synthetic": {"seed": seed, "scale": scale}}
     base = args.work / "base" / "work"
     if not (base / "results/final/summary.parquet").is_file():  # a finished base is reused
         write_corpus(base / "corpus", SynthConfig(seed=seed, scale=scale))

@@ -27,10 +27,10 @@ SUMMARY = "results/final/summary.md"
 
 
 def write_config(path: Path, **sections) -> Path:
-    """The tiny config on the user corpus in the work folder (`corpus`, one data job per file,
-    so that a domain's content is known file by file), with `sections` merged in."""
+    """The tiny config on the user corpus in the work folder (`corpus`), with `sections`
+    merged in."""
     config = yaml.safe_load(TINY.read_text())
-    config["corpus"] = {"path": "corpus", "bytes_per_job": 1}
+    config["corpus"] = {"path": "corpus"}
     config["reuse"] = {"runs_per_new_domain": 2}
     config["final"]["heldout"] = 1
     config["regression"] = {"compare": []}
@@ -171,7 +171,7 @@ def test_a_file_added_retrains_exactly_the_runs_that_weight_its_domain(base, cop
     assert web_finals - {"final/regmix"} <= finals  # the optimum follows the new evidence
     assert finals - web_finals <= {"final/regmix"}
     assert measured == set()
-    assert ran["prepare_group"] == 1  # one job per file: only the new file is read
+    assert ran["prepare_group"] == 1
 
 
 def test_a_file_added_within_max_change_trains_no_proxy_and_flags_the_runs(base, copy):
@@ -212,6 +212,6 @@ def test_a_touched_file_runs_nothing_and_a_rewritten_one_only_its_data_job(base,
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps(d, separators=(",", ":")) + "\n" for d in lines))
     table, ran, trained, measured = run_changed(base, copy, config)
-    assert re.search(r"train/web: \d file\(s\) touched", table)
+    assert "train/web: 1 file(s) changed, 1 file(s) touched (same content)" in table
     assert set(ran) <= {"prepare_group", "collect_shards", "all"} and ran["prepare_group"] == 1
     assert trained == measured == set()

@@ -6,24 +6,20 @@ A run records the content of every domain it trained on and was measured on (run
 exact (regmix.training.reuse). Equal fingerprints mean the same tokens in the same order;
 `change_fraction` says how much of a domain moved when they differ.
 
-The data stage writes each domain's `fingerprint` and per-file `token_hash` into its index
-(regmix.data.fingerprint, INTERFACES §2). For a data folder prepared before that, the content
-is hashed here from the shard files themselves (`provisional_content`), with the same meaning at
-the granularity of a data job instead of a file.
+The data stage writes each domain's `fingerprint` and each file's `token_hash` and the share of
+it the loader reads (`use`) into the domain's index (regmix.data.collect, .fingerprint).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-SPLITS = ("train", "valid")
-"""The splits a model trains or is measured on."""
+from regmix.data.corpus import MODEL_SPLITS
+from regmix.errors import RegmixError
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ def read_contents(data_dir: str | os.PathLike) -> Contents:
     """Every prepared domain's content, by split, from a data folder's domain indexes."""
     data_dir = Path(data_dir)
     contents: Contents = {}
-    for split in SPLITS:
+    for split in MODEL_SPLITS:
         contents[split] = {
             index.stem: index_content(data_dir, json.loads(index.read_text()))
             for index in sorted((data_dir / split).glob("*.json"))
@@ -62,43 +58,18 @@ def read_contents(data_dir: str | os.PathLike) -> Contents:
 
 
 def index_content(data_dir: Path, index: Mapping) -> DomainContent:
-    """A domain's content from its index (`{split}/{domain}.json`)."""
-    shards = [s for s in index["shards"] if int(s.get("use", s["tokens"])) > 0]
-    if "fingerprint" in index and all("token_hash" in s for s in shards):
-        parts = tuple((s["token_hash"], int(s.get("use", s["tokens"]))) for s in shards)
-        return DomainContent(index["fingerprint"], sum(n for _, n in parts), parts)
-    return provisional_content(data_dir, index)
-
-
-def provisional_content(data_dir: Path, index: Mapping) -> DomainContent:
-    """The content of a domain whose index predates fingerprints: its shards' bytes hashed."""
+    """A domain's content from its index (`{split}/{domain}.json`, regmix.data.collect)."""
+    if "fingerprint" not in index:
+        raise RegmixError(
+            f"{data_dir}: prepared by an older regmix (no content fingerprints); run the data "
+            "stage again"
+        )
     parts = tuple(
-        (_file_hash(str(data_dir / s["path"])), int(s["tokens"]))
+        (s["token_hash"], int(s.get("use", s["tokens"])))
         for s in index["shards"]
-        if int(s["tokens"]) > 0
+        if int(s.get("use", s["tokens"])) > 0
     )
-    return DomainContent(
-        _combine(index["tokenizer"], index["dtype"], parts), sum(n for _, n in parts), parts
-    )
-
-
-def _combine(tokenizer: str, dtype: str, parts: Iterable[tuple[str, int]]) -> str:
-    payload = json.dumps({"tokenizer": tokenizer, "dtype": dtype, "shards": list(parts)})
-    return "blake2b:" + hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
-
-
-def _file_hash(path: str) -> str:
-    stat = os.stat(path)
-    return _cached_file_hash(path, stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=4096)
-def _cached_file_hash(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return "blake2b:" + digest.hexdigest()
+    return DomainContent(index["fingerprint"], sum(n for _, n in parts), parts)
 
 
 def change_fraction(old: DomainContent, new: DomainContent) -> float:

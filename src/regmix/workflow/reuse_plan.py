@@ -93,27 +93,29 @@ class FileChange:
     split: str
     domain: str
     kind: str
-    """added | removed | touched"""
+    """added | removed | changed | touched (same content)"""
     bytes: int
 
 
-def recorded_files(data_dir: Path) -> dict[str, float]:
-    """The corpus files the data stage last read: relative path → when it read them (the
-    group record's mtime, in seconds)."""
+def recorded_files(data_dir: Path) -> dict[str, dict]:
+    """The corpus files the data stage last read: relative path → its file record (size,
+    mtime_ns, content_hash; regmix.data.shards)."""
     import json
 
     files = {}
-    for record in sorted((data_dir / "shards").glob("*/group.json")):
-        when = record.stat().st_mtime
-        for relative in json.loads(record.read_text()).get("files", []):
-            files[relative] = when
+    for record in (data_dir / "shards").glob("*/*/file.json"):
+        entry = json.loads(record.read_text())
+        files[entry["relative"]] = entry
     return files
 
 
 def predict_changes(data_dir: Path, corpus_files: Iterable) -> list[FileChange]:
-    """What changed in the corpus since the data stage last read it, from file names and
-    times (`corpus_files`: regmix.data.corpus.CorpusFile of a corpus in RegMix's layout)."""
+    """What changed in the corpus since the data stage last read it (`corpus_files`:
+    regmix.data.corpus.CorpusFile of a corpus in RegMix's layout): files added and removed, by
+    name; files whose size changed; and files whose time changed but not their size, whose
+    content is hashed (once per read of the workflow) and compared with the recorded hash."""
     from regmix.data.corpus import domain_of
+    from regmix.data.fingerprint import file_hash
 
     recorded = recorded_files(data_dir)
     changes, seen = [], set()
@@ -122,16 +124,22 @@ def predict_changes(data_dir: Path, corpus_files: Iterable) -> list[FileChange]:
             continue
         seen.add(file.relative)
         stat = file.path.stat()
-        if file.relative not in recorded:
+        entry = recorded.get(file.relative)
+        if entry is None:
             kind = "added"
-        elif stat.st_mtime > recorded[file.relative]:
-            kind = "touched"
-        else:
+        elif stat.st_size != entry["size"]:
+            kind = "changed"
+        elif stat.st_mtime_ns == entry["mtime_ns"]:
             continue
+        elif file_hash(file.path) == entry["content_hash"]:
+            kind = "touched (same content)"
+        else:
+            kind = "changed"
         changes.append(FileChange(file.relative, file.split, file.domain, kind, stat.st_size))
     for relative in sorted(set(recorded) - seen):
         split, _, name = relative.partition("/")
-        changes.append(FileChange(relative, split, domain_of(Path(name)), "removed", 0))
+        size = recorded[relative]["size"]
+        changes.append(FileChange(relative, split, domain_of(Path(name)), "removed", size))
     return changes
 
 
@@ -140,16 +148,16 @@ def predicted_contents(
 ) -> Contents:
     """The content the data stage is expected to produce: `old` with the domains that
     corpus.domains leaves out or whose files are all gone removed, new domains added, and the
-    domains that gained or lost files changed by their share of bytes (`sizes`: bytes of each
-    (split, domain) in the corpus now). A touched file is expected to hold the same content."""
+    domains with files added, removed or changed moved by those files' share of its bytes
+    (`sizes`: bytes of each (split, domain) in the corpus now; a changed file counts twice, as
+    its old and new tokens). A touched file of the same content changes nothing."""
+    weight = {"added": 1, "removed": 1, "changed": 2}
     contents: Contents = {}
     for split, domains in expected.items():
         contents[split] = {}
         for domain in domains:
             moved = [
-                c
-                for c in changes
-                if c.split == split and c.domain == domain and c.kind in ("added", "removed")
+                c for c in changes if c.split == split and c.domain == domain and c.kind in weight
             ]
             before = old.get(split, {}).get(domain)
             if before is None:
@@ -157,9 +165,9 @@ def predicted_contents(
             elif not moved:
                 contents[split][domain] = before
             else:
-                total = max(sizes.get((split, domain), 0), 1)
-                added = sum(c.bytes for c in moved if c.kind == "added")
-                share = added / total if added else 1 / max(len(moved), 1)
+                share = sum(weight[c.kind] * c.bytes for c in moved) / max(
+                    sizes.get((split, domain), 0), 1
+                )
                 extra = max(1, round(share * before.tokens))
                 contents[split][domain] = DomainContent(
                     f"predicted:changed:{before.fingerprint}",
