@@ -48,12 +48,17 @@ PLANNED = "planned"
 
 
 def table_columns(path: Path) -> tuple[list[str], int] | None:
-    """A mixture table's domains and rows, from its parquet footer (None: no table)."""
+    """A mixture table's domains and rows, from its parquet footer (None: no table, or one
+    that cannot be read, which the rule that writes it will say)."""
     if not path.is_file():
         return None
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = pq.read_metadata(path)
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return None
     names = meta.schema.names
     return [c[len(WEIGHT) :] for c in names if c.startswith(WEIGHT)], meta.num_rows
 
