@@ -17,7 +17,7 @@ rule continuation_task:
         "../environment.yml"
     params:
         reading=reading_arguments(),
-        data=f"{DATA}/valid",
+        data=DATA,
         content=valid_fingerprints,
         tokenizer=tokenizer_argument,
         target=config["target"],

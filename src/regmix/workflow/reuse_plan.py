@@ -417,9 +417,10 @@ def reuse_plan(config: Mapping, workdir: str | os.PathLike, sweep: Sweep) -> Reu
         if corpus.known
         else {split: sorted(found) for split, found in old.items()}
     )
-    files = []
-    if config["corpus"]["path"] and corpus.known:
-        files = discover(workdir / config["corpus"]["path"], None)
+    if not (config["corpus"]["path"] and corpus.known):
+        # The synthetic corpus, or records that name their domains: no file-by-file prediction.
+        return with_predictions(plan, expected, [], {})
+    files = discover(workdir / config["corpus"]["path"], None)
     sizes: Counter = Counter()
     for file in files:
         sizes[(file.split, file.domain)] += file.path.stat().st_size
