@@ -17,6 +17,7 @@ import pytest
 import yaml
 from workflow import TINY, snakemake
 
+from regmix.cli import main
 from regmix.data.synth import SynthConfig, generate
 
 pytestmark = pytest.mark.workflow
@@ -124,7 +125,9 @@ def add_web_file(work: Path) -> None:
     (work / WEB_FILE).write_text("".join(json.dumps({"text": t}) + "\n" for t in documents[-3:]))
 
 
-def test_a_domain_added_is_explored_by_one_small_round_and_no_run_trains_again(base, copy):
+def test_a_domain_added_is_explored_by_one_small_round_and_no_run_trains_again(
+    base, copy, capsys
+):
     documents = generate(SynthConfig(seed=2, scale=0.05))
     for split, count in (("train", 30), ("valid", 15)):
         texts = documents[(split, "web")][:count]  # another generator's words: a new domain
@@ -132,6 +135,10 @@ def test_a_domain_added_is_explored_by_one_small_round_and_no_run_trains_again(b
             "".join(json.dumps({"text": t}) + "\n" for t in texts)
         )
     config = write_config(copy.parent / "config.yaml")
+    code = main(["plan", "--no-measure", "--configfile", str(config), "--directory", str(copy)])
+    planned = capsys.readouterr().out
+    assert code in (0, None) and "new: round 3 explores extra" in planned
+    assert "sweep: 3 round(s) of 4 + 2 + 2 proxy runs" in planned
     table, ran, trained, measured = run_changed(base, copy, config)
     assert "re-evaluated: new domain extra" in table
     assert "new: round 3 explores extra" in table

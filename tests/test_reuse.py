@@ -240,3 +240,20 @@ def test_a_new_valid_domain_is_measured_from_the_kept_weights_as_training_would(
     pd.testing.assert_series_equal(last.sort_index(), again.sort_index(), rtol=1e-5)
     kept = kept_run(work / "legal_only")
     assert set(kept.record["data"]["valid"]) == set(read_contents(data)["valid"])
+
+
+def test_a_domain_gone_keeps_its_runs_and_drops_one_that_must_retrain(trained, tmp_path, capsys):
+    data = shutil.copytree(trained["data"], tmp_path / "data")
+    for split in ("train", "valid"):
+        (data / split / "legal.json").unlink()  # legal left the corpus
+    work = shutil.copytree(trained["root"] / "work", tmp_path / "work")
+    out = tmp_path / "out"
+    [kept] = train_runs(data, trained["mixtures"], ["legal_only"], TINY, out, work)
+    assert kept.reused and kept.record["decision"] == "kept (data unchanged)"
+    assert "legal" in set(kept.losses["domain"])  # its evidence stays
+    other = TrainConfig(**{**SETTINGS, "lr": 1e-3})
+    assert train_runs(data, trained["mixtures"], ["legal_only"], other, out, work) == []
+    assert (
+        "legal_only: dropped: settings changed; weights legal, gone from the corpus"
+        in capsys.readouterr().err
+    )

@@ -107,7 +107,7 @@ def _train_proxy(args: argparse.Namespace) -> None:
     tracking = _tracking_config(args)
     policy = _reuse_policy(args)
     with _granted_devices(args.gpus, config) as config:
-        train_runs(
+        results = train_runs(
             args.data,
             args.mixtures,
             args.runs,
@@ -120,7 +120,9 @@ def _train_proxy(args: argparse.Namespace) -> None:
     if args.table is not None:
         from regmix.workflow.collect import write_batch_table
 
-        write_batch_table(args.mixtures, args.runs, args.out, args.table)
+        # A dropped run (it weights a domain gone from the corpus and must re-train) is left out.
+        published = [r.record["run"] for r in results]
+        write_batch_table(args.mixtures, published, args.out, args.table)
 
 
 @contextmanager

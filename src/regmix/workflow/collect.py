@@ -110,9 +110,9 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
         row.update({key: record[key] for key in RECORD_COLUMNS})
         row.update(reuse_columns(record))
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=None if rows else ["run"])  # none: every run dropped
     loss_cols = sorted(c for c in table.columns if c.startswith(LOSS))
-    rounds = [ROUND] if ROUND in table else []
+    rounds = [ROUND] if ROUND in mixtures else []
     ordered = [
         "run",
         *rounds,
@@ -121,7 +121,7 @@ def collect_runs(mixtures: pd.DataFrame, proxy_dir: str | os.PathLike) -> pd.Dat
         *RECORD_COLUMNS,
         *REUSE_COLUMNS,
     ]
-    return table[ordered]
+    return table.reindex(columns=ordered)
 
 
 def read_mixture_tables(paths: list[str | os.PathLike]) -> pd.DataFrame:
