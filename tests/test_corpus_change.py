@@ -125,9 +125,7 @@ def add_web_file(work: Path) -> None:
     (work / WEB_FILE).write_text("".join(json.dumps({"text": t}) + "\n" for t in documents[-3:]))
 
 
-def test_a_domain_added_is_explored_by_one_small_round_and_no_run_trains_again(
-    base, copy, capsys
-):
+def test_a_domain_added_is_explored_by_one_small_round_and_no_run_trains_again(base, copy, capsys):
     documents = generate(SynthConfig(seed=2, scale=0.05))
     for split, count in (("train", 30), ("valid", 15)):
         texts = documents[(split, "web")][:count]  # another generator's words: a new domain
