@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from regmix.data.synth import SynthConfig, generate, write_corpus  # noqa: E402
+from regmix.workflow.config import merge  # noqa: E402
 
 CASES = {
     "a": "a ninth domain added",
@@ -56,13 +57,10 @@ REMOVED = "math"
 
 
 def load_config(configfiles: list[Path]) -> dict:
+    """The embedded config with each --configfile merged over it, as Snakemake merges them."""
     config: dict = {}
     for path in [REPO / "config" / "config.yaml", *configfiles]:
-        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key].update(value)
-            else:
-                config[key] = value
+        merge(config, yaml.safe_load(path.read_text()) or {})
     return config
 
 
