@@ -1,0 +1,149 @@
+"""The continuation task: examples cut from held-out documents, and which ones: the target
+domains' validation documents exactly as the data stage chose them (decoded from its shards),
+on every layout it reads, or their test documents where the corpus has a test split."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zstandard
+
+from regmix.data.corpus import ReadOptions, discover, documents
+from regmix.data.prepare import prepare_corpus
+from regmix.errors import RegmixError
+from regmix.evaluation.continuation import describe, make_examples, write_continuation_task
+from regmix.evaluation.tasks import select_tasks
+
+WORDS = [
+    *("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"),
+    *("theta", "iota", "kappa", "lambda", "mu", "nu", "xi"),
+]
+
+
+def word_documents(n: int = 12, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=60)) for _ in range(n)]
+
+
+def test_continuation_examples_hide_the_true_continuation_among_other_documents():
+    examples = make_examples(word_documents(), n=30, choices=4, seed=1)
+    assert len(examples) == 30
+    for example in examples:
+        assert len(example["choices"]) == 4 and len(set(example["choices"])) == 4
+        assert 0 <= example["label"] < 4
+    labels = [e["label"] for e in examples]
+    assert len(set(labels)) > 1  # the answer is not always in the same place
+
+
+def test_continuation_examples_fit_a_short_model_in_bytes():
+    texts = [text.replace("a", "å") for text in word_documents()]  # two bytes each
+    for example in make_examples(texts, n=30, max_tokens=32):
+        assert len(example["context"].encode()) <= 16
+        assert all(0 < len(choice.encode()) <= 8 for choice in example["choices"])
+
+
+def test_continuation_task_needs_documents_from_enough_places():
+    with pytest.raises(RegmixError, match="too few examples"):
+        make_examples(word_documents(n=2), n=10, choices=4)
+
+
+# --- which documents, on each layout the data stage reads ---------------------------------------
+
+
+def tagged(tag: str, n: int) -> list[str]:
+    """`n` documents whose every word names its document (`<tag><i>w<j>`, short enough for
+    a 32-token model's examples): an example's words say which document it was cut from."""
+    return [" ".join(f"{tag}{i}w{j}" for j in range(30)) for i in range(n)]
+
+
+def source(example: dict) -> str:
+    """The document an example's true continuation was cut from."""
+    return example["choices"][example["label"]].split()[0].rpartition("w")[0]
+
+
+def write_task(corpus: Path, options: ReadOptions, tmp_path: Path, target="target", n=20):
+    data = tmp_path / "data"
+    prepare_corpus(corpus, data, "byte", options=options)
+    out = tmp_path / "task"
+    write_continuation_task(corpus, options, data, "byte", target, out, n, max_tokens=32)
+    examples = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    task = yaml.safe_load((out / "task.yaml").read_text())
+    return examples, task
+
+
+def test_regmix_layout_uses_the_target_domains_validation_documents(tmp_path):
+    corpus = tmp_path / "corpus"
+    for split, prefix in (("train", "T"), ("valid", "V")):
+        (corpus / split).mkdir(parents=True)
+        for domain in ("target", "web"):
+            lines = [json.dumps({"text": t}) for t in tagged(f"{prefix}{domain[0]}", 8)]
+            (corpus / split / f"{domain}-0.jsonl").write_text("\n".join(lines) + "\n")
+    examples, task = write_task(corpus, ReadOptions(), tmp_path)
+    assert task["task"] == "continuation_target" and len(examples) == 20
+    assert {source(e)[:2] for e in examples} == {"Vt"}
+    assert len({source(e) for e in examples}) > 4  # spread over the documents
+    about = {"split": "valid", "domains": ["target"], "documents": 8, "examples": 20}
+    assert task["metadata"] == {"version": 1.0, **about, "choices": 4}
+    assert select_tasks([str(tmp_path / "task" / "task.yaml")]).names == ["continuation_target"]
+    weighted, task = write_task(corpus, ReadOptions(), tmp_path / "weighted", "target:0.5,web:0.5")
+    assert task["task"] == "continuation_target_web"
+    assert {source(e)[:2] for e in weighted} == {"Vt", "Vw"}
+
+
+def _held_out(corpus: Path, options: ReadOptions, domain: str) -> set[str]:
+    """The documents of `domain` the data stage's reader puts in the validation split."""
+    return {
+        d.text.split()[0].rpartition("w")[0]
+        for f in discover(corpus, None, options.domain_field)
+        for d in documents(f, options)
+        if d.split == "valid" and d.domain == domain
+    }
+
+
+def test_domain_field_corpus_with_a_hash_hold_out_uses_the_held_out_documents(tmp_path):
+    """The Pile's layout (no validation file): what the data stage held out, nothing else."""
+    corpus = tmp_path / "corpus"
+    (corpus / "train").mkdir(parents=True)
+    records = [{"text": t, "meta": {"set": "Pile-CC"}} for t in tagged("cc", 40)]
+    records += [{"text": t, "meta": {"set": "ArXiv"}} for t in tagged("ax", 40)]
+    for k in range(2):
+        text = "".join(json.dumps(r) + "\n" for r in records[k::2]).encode()
+        (corpus / "train" / f"{k:02d}.jsonl.zst").write_bytes(
+            zstandard.ZstdCompressor().compress(text)
+        )
+    options = ReadOptions(domain_field="meta.set", valid_fraction=0.3)
+    examples, task = write_task(corpus, options, tmp_path, target="pile_cc")
+    held_out = _held_out(corpus, options, "pile_cc")
+    assert 4 <= len(held_out) < 40
+    assert {source(e) for e in examples} <= held_out
+    assert task["task"] == "continuation_pile_cc"
+    assert task["metadata"]["split"] == "valid"
+    assert task["metadata"]["documents"] == len(held_out)
+
+
+def test_parquet_corpus_with_a_domain_column_uses_its_validation_documents(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = tagged("cc", 30) + tagged("ax", 30)
+    frame = pd.DataFrame({"text": texts, "source": ["Pile-CC"] * 30 + ["ArXiv"] * 30})
+    frame.to_parquet(corpus / "part-0.parquet")
+    options = ReadOptions(domain_field="source", valid_fraction=0.3)
+    examples, task = write_task(corpus, options, tmp_path, target="arxiv")
+    assert {source(e) for e in examples} <= _held_out(corpus, options, "arxiv")
+    assert task["metadata"]["domains"] == ["arxiv"]
+
+
+def test_the_summary_says_what_the_task_measures():
+    about = {"split": "valid", "domains": ["target"], "documents": 36, "examples": 200}
+    config = {"metadata": {"version": 1.0, **about, "choices": 4}}
+    text = describe("continuation_target", config)
+    assert text.startswith(
+        "`continuation_target`: 200 examples of 4 choices cut from 36 validation documents of "
+        "`target`: the split the target loss is measured on"
+    )
+    config["metadata"]["split"] = "test"
+    assert "36 test documents of `target`: text no model trained on" in describe("c", config)
+    assert describe("hellaswag", {"metadata": {"version": 1.0}}) is None
