@@ -4,6 +4,10 @@ documents exactly as the data stage chose them (decoded from its shards), on eve
 data stage reads."""
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +214,22 @@ def test_the_summary_says_what_the_task_measures():
     config["metadata"]["split"] = "test"
     assert "36 test documents of `target`: text no model trained on" in describe("c", config)
     assert describe("hellaswag", {"metadata": {"version": 1.0}}) is None
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o027])
+def test_the_task_folder_and_files_follow_the_umask(tmp_path, umask):
+    """A lab-mate reads (or, with umask 002, writes) what evaluation wrote: no 0700 folder,
+    no 0600 file, whatever the temporary files were made with."""
+    corpus = regmix_corpus(tmp_path / "corpus", {"train": ("target",), "valid": ("target",)})
+    prepare_corpus(corpus, tmp_path / "data", "byte")
+    out = tmp_path / "shared" / "continuation"
+    command = [sys.executable, "-m", "regmix.cli", "continuation-task", "--corpus", str(corpus)]
+    command += ["--data", str(tmp_path / "data"), "--target", "target", "--examples", "8"]
+    command += ["--max-tokens", "32", "--out-dir", str(out)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for path, mode in ((out.parent, 0o777), (out, 0o777), (out / "task.yaml", 0o666)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode & ~umask, path
+    assert stat.S_IMODE((out / "data.jsonl").stat().st_mode) == 0o666 & ~umask
