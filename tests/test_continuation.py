@@ -233,3 +233,15 @@ def test_the_task_folder_and_files_follow_the_umask(tmp_path, umask):
     for path, mode in ((out.parent, 0o777), (out, 0o777), (out / "task.yaml", 0o666)):
         assert stat.S_IMODE(path.stat().st_mode) == mode & ~umask, path
     assert stat.S_IMODE((out / "data.jsonl").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe:300"])
+def test_validation_documents_decode_to_the_text_the_data_stage_read(tmp_path, tokenizer):
+    from regmix.evaluation.continuation import valid_documents
+
+    both = ("target", "web")
+    corpus = regmix_corpus(tmp_path / "corpus", {"train": both, "valid": both})
+    prepare_corpus(corpus, tmp_path / "data", tokenizer)
+    spec = "byte" if tokenizer == "byte" else str(tmp_path / "data" / "tokenizer.json")
+    found = valid_documents(tmp_path / "data", spec, ["web"], limit=5)
+    assert found == {"web": tagged("Vw", 8)[:5]}
