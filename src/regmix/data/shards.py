@@ -281,7 +281,7 @@ def prepare_group(
     partial = partial_folder(out)
     partial.mkdir(exist_ok=True)
     ids = {f.relative: file_id(f.relative) for f in files}
-    records, resumed = [], 0
+    records, resumed = [], []
     kept_folders = {
         ids[f.relative] for f in files if finished_record(partial / ids[f.relative], f, settings)
     }
@@ -299,7 +299,7 @@ def prepare_group(
         folder = partial / ids[file.relative]
         record = finished_record(folder, file, settings) if folder.name in kept_folders else None
         if record is not None:
-            resumed += 1
+            resumed.append(record)
             totals["bytes"] += record["size"]
             totals["documents"] += record["documents"]
         else:
@@ -319,8 +319,8 @@ def prepare_group(
     return summary
 
 
-def group_record(records: list[dict], ids: list[str], total: int, resumed: int) -> dict:
-    """The group's summary of its files' records."""
+def group_record(records: list[dict], ids: list[str], total: int, resumed: list[dict]) -> dict:
+    """The group's summary of its files' records (`resumed`: those an earlier attempt made)."""
     entries = [e for r in records for e in r["domains"].values()]
     names: dict[str, str] = {}
     for record in records:
@@ -333,7 +333,8 @@ def group_record(records: list[dict], ids: list[str], total: int, resumed: int) 
         "tokens": sum(e["tokens"] for e in entries),
         "text_bytes": sum(e["text_bytes"] for e in entries),
         "read_text_bytes": sum(e["read_text_bytes"] for e in entries),
-        "resumed_files": resumed,
+        "resumed_files": len(resumed),
+        "resumed_text_bytes": sum(e["text_bytes"] for r in resumed for e in r["domains"].values()),
         **{
             key: sum(r["skipped"][key] for r in records)
             for key in ("missing_domain", "other_domains", "sampled_out")
@@ -348,6 +349,7 @@ def group_record(records: list[dict], ids: list[str], total: int, resumed: int) 
 def log_line(label: str, summary: dict, options: ReadOptions) -> str:
     seconds = max(summary["seconds"], 1e-9)
     megabytes = summary["text_bytes"] / 1e6
+    rate = (summary["text_bytes"] - summary["resumed_text_bytes"]) / 1e6 / seconds  # this attempt
     skipped = (
         f", {summary['missing_domain']:,} records without {options.domain_field!r} skipped"
         if options.domain_field
@@ -361,7 +363,7 @@ def log_line(label: str, summary: dict, options: ReadOptions) -> str:
     return (
         f"prepare {label}: {len(summary['files'])} file(s){resumed}, {summary['documents']:,} "
         f"documents, {megabytes:,.1f} MB of text → {summary['tokens']:,} tokens in "
-        f"{seconds:.1f} s ({megabytes / seconds:.2f} MB/s){skipped}, {summary['held_out']:,} held "
+        f"{seconds:.1f} s ({rate:.2f} MB/s){skipped}, {summary['held_out']:,} held "
         f"out for validation, {summary['test_documents']:,} test documents counted and not "
         f"trained on, {summary['sampled_out']:,} left out by corpus.max_tokens, "
         f"{summary['repaired']:,} records with text UTF-8 cannot carry repaired"

@@ -65,7 +65,7 @@ def data_status(
         state, line = group_state(name, files, directory, workdir, now)
         if state == "done":
             made = json.loads((directory / DATA / "shards" / name / GROUP_RECORD).read_text())
-            done_mb += made["text_bytes"] / 1e6
+            done_mb += (made["text_bytes"] - made.get("resumed_text_bytes", 0)) / 1e6
             done_s += made["seconds"]
         elif state == "running" and line and (rate := _RATE.search(line)):
             running_rates.append(float(rate.group(1)))
