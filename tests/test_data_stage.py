@@ -99,8 +99,14 @@ def test_a_bad_file_fails_its_own_job_in_one_line_and_keeps_the_others(tmp_path)
     bad.write_text('{"text": "fine", "meta": {"pile_set_name": "Github"}}\n{"text": "no domain"}\n')
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = snakemake(workdir, STATS, "--keep-going", config=pile_config(tmp_path, corpus))
+    config = pile_config(tmp_path, corpus)
+    result = snakemake(workdir, STATS, "--keep-going", "--retries", "1", config=config)
     assert result.returncode != 0
+    # a retry (SLURM's time limit, say) asks for more time: attempt × the job's runtime
+    runtimes = re.findall(
+        r"rule prepare_group:(?:\n .*)*?\n\s+resources: .*runtime=(\d+)", result.stderr
+    )
+    assert [int(r) for r in runtimes].count(20) == 1 and [int(r) for r in runtimes].count(10) == 2
     (log,) = [p for p in (workdir / "logs/data/prepare").glob("01-*.log")]
     lines = log.read_text().strip().splitlines()
     assert lines == [

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 import zstandard
-from test_continuation import source, tagged
+from test_continuation import held_out_documents, source, tagged
 from test_rerun import planned_jobs, with_changes
 from workflow import REPO, TINY, snakemake
 
-from regmix.data.corpus import ReadOptions, discover, documents
+from regmix.data.corpus import ReadOptions
 
 pytestmark = pytest.mark.workflow
 pytest.importorskip("lm_eval", reason="optional extra: pip install .[eval]")
@@ -120,13 +120,9 @@ def test_continuation_task_from_what_the_data_stage_held_out(tmp_path, layout):
     task = "results/evaluation/continuation/task.yaml"
     result = snakemake(tmp_path, task, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
-    options = ReadOptions(domain_field=field, valid_fraction=0.25)
-    held_out = {
-        d.text.split()[0].rpartition("w")[0]
-        for f in discover(corpus, None, field)
-        for d in documents(f, options)
-        if d.split == "valid" and d.domain == "pile_cc"
-    }
+    held_out = held_out_documents(
+        corpus, ReadOptions(domain_field=field, valid_fraction=0.25), "pile_cc"
+    )
     about = yaml.safe_load((tmp_path / task).read_text())["metadata"]
     assert about["split"] == "valid" and about["domains"] == ["pile_cc"]
     assert about["documents"] == len(held_out) and about["examples"] == 24

@@ -119,7 +119,8 @@ def test_no_test_document_is_trained_on_and_validation_comes_from_val(finished):
 
 def test_the_run_ends_with_a_summary_and_downstream_scores(finished):
     workdir, _ = finished
-    assert (workdir / "results/final/summary.md").is_file()
+    summary = (workdir / "results/final/summary.md").read_text()
+    assert "cut from 6 test documents of `wikipedia_en`: text no model trained on" in summary
     downstream = pd.read_parquet(workdir / "results/final/downstream.parquet")
     assert set(downstream["model"]) == {"regmix", "prior", "uniform"}
     runs = pd.read_parquet(workdir / "results/proxy/runs.parquet")

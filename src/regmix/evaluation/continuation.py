@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.data.corpus import ReadOptions, discover, documents
+from regmix.data.corpus import ReadOptions, documents, open_corpus
 from regmix.errors import RegmixError
 from regmix.files import atomic_path, write_text
 
@@ -52,7 +52,9 @@ def example_bytes(max_tokens: int) -> tuple[int, int]:
 def cut_examples(
     documents: list[str], context_bytes: int, continuation_bytes: int
 ) -> list[tuple[int, str, str]]:
-    """(document, context, continuation) triples cut at word boundaries, one after another."""
+    """(document, context, continuation) triples cut at word boundaries, one after another; a
+    word too long for its part (a URL, a long identifier) is stepped over, not the document's
+    end."""
     examples = []
     for doc, text in enumerate(documents):
         words = text.split()
@@ -60,10 +62,11 @@ def cut_examples(
         while start < len(words):
             context, end = _take(words, start, context_bytes)
             continuation, stop = _take(words, end, continuation_bytes)
-            if not context or len(continuation.encode()) < continuation_bytes // 2:
-                break
-            examples.append((doc, context, continuation))
-            start = stop
+            if context and len(continuation.encode()) >= continuation_bytes // 2:
+                examples.append((doc, context, continuation))
+                start = stop
+            else:
+                start = end + 1  # past the word that did not fit
     return examples
 
 
@@ -87,9 +90,12 @@ def make_examples(
     other documents) and `label` (the index of the true one), sized for `max_tokens`."""
     cut = cut_examples(documents, *example_bytes(max_tokens))
     if len({doc for doc, _, _ in cut}) < choices:
+        context, continuation = example_bytes(max_tokens)
         raise RegmixError(
             f"continuation task: {len(documents)} documents give too few examples from "
-            f"{choices} different documents (need longer or more validation documents)"
+            f"{choices} different documents (each example takes whole words: a context of up "
+            f"to {context} bytes and a continuation of {continuation // 2} to {continuation} "
+            f"bytes at a model length of {max_tokens}; need longer or more documents)"
         )
     rng = random.Random(seed)
     picked = rng.sample(range(len(cut)), min(n, len(cut)))
@@ -141,13 +147,11 @@ def target_domains(target: str, available: list[str]) -> list[str]:
 def test_documents(
     corpus: str | os.PathLike, options: ReadOptions, domains: list[str], limit: int
 ) -> dict[str, list[str]]:
-    """Up to `limit` test documents per domain, in file order, read as the data stage reads."""
+    """Up to `limit` test documents per domain, in file order, read as the data stage reads
+    (`open_corpus`: the same files, split and domain decisions)."""
     wanted = set(domains)
-    files = [
-        f
-        for f in discover(corpus, None, options.domain_field)
-        if f.split == "test" and (f.domain is None or f.domain in wanted)
-    ]
+    files, options = open_corpus(corpus, options)
+    files = [f for f in files if f.split == "test" and (f.domain is None or f.domain in wanted)]
     found: dict[str, list[str]] = {domain: [] for domain in domains}
     for file in files:
         for document in documents(file, options):
