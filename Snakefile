@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/content.smk"
 include: "rules/data.smk"
 include: "rules/mixtures.smk"
 include: "rules/proxy.smk"

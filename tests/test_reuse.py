@@ -257,3 +257,53 @@ def test_a_domain_gone_keeps_its_runs_and_drops_one_that_must_retrain(trained, t
         "legal_only: dropped: settings changed; weights legal, gone from the corpus"
         in capsys.readouterr().err
     )
+
+
+def test_corpus_changes_are_predicted_from_the_file_records(corpus_dir, data_dir, tmp_path):
+    """Before the data stage runs again, what changed is read from its per-file records: a file
+    added is expected to give its domain the tokens per byte its other files gave, a file
+    removed takes away the tokens it gave, a touched file of the same content moves nothing,
+    and a file rewritten otherwise counts as its old and new tokens."""
+    from regmix.data.corpus import discover
+    from regmix.workflow.reuse_plan import predict_changes, predicted_contents
+
+    corpus = shutil.copytree(corpus_dir, tmp_path / "corpus")  # times kept (copy2)
+    web = [json.loads(line) for line in (corpus / "train/web-0.jsonl").read_text().splitlines()]
+    added = corpus / "train/web-9.jsonl"
+    added.write_text("".join(json.dumps(d) + "\n" for d in web[:5]))
+    (corpus / "train/math-0.jsonl").unlink()
+    (corpus / "train/chat-0.jsonl").touch()
+    news = corpus / "train/news-0.jsonl"
+    news.write_text(
+        "".join(
+            json.dumps(json.loads(x), indent=None, separators=(",", ":")) + "\n"
+            for x in news.read_text().splitlines()
+        )
+    )
+    changes = predict_changes(data_dir, discover(corpus))
+    by_file = {(c.relative, c.split, c.domain): c for c in changes}
+    assert set(by_file) == {
+        ("train/web-9.jsonl", "train", "web"),
+        ("train/math-0.jsonl", "train", "math"),
+        ("train/chat-0.jsonl", "train", "chat"),
+        ("train/news-0.jsonl", "train", "news"),
+    }
+    kinds = {key[0]: c.kind for key, c in by_file.items()}
+    assert kinds == {
+        "train/web-9.jsonl": "added",
+        "train/math-0.jsonl": "removed",
+        "train/chat-0.jsonl": "touched (same content)",
+        "train/news-0.jsonl": "changed",
+    }
+    old = read_contents(data_dir)
+    truth = sum(len(d["text"].encode()) + 1 for d in web[:5])  # byte tokens and an end token
+    assert by_file[("train/web-9.jsonl", "train", "web")].tokens == pytest.approx(truth, rel=0.1)
+    assert by_file[("train/math-0.jsonl", "train", "math")].tokens == old["train"]["math"].tokens
+    assert by_file[("train/chat-0.jsonl", "train", "chat")].tokens == 0
+    news_tokens = by_file[("train/news-0.jsonl", "train", "news")].tokens
+    assert news_tokens == pytest.approx(2 * old["train"]["news"].tokens, rel=0.1)
+    expected = {"train": sorted(set(old["train"]) - {"math"}), "valid": sorted(old["valid"])}
+    predicted = predicted_contents(old, changes, expected)
+    assert "math" not in predicted["train"] and predicted["train"]["chat"] == old["train"]["chat"]
+    share = change_fraction(old["train"]["web"], predicted["train"]["web"])
+    assert share == pytest.approx(truth / old["train"]["web"].tokens, rel=0.1)

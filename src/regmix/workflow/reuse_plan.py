@@ -94,17 +94,24 @@ def extra_rounds(
 
 @dataclass(frozen=True)
 class FileChange:
+    """A corpus file that changed since the data stage read it, for one (split, domain) it
+    feeds (a train file feeds valid too where corpus.valid_fraction holds documents out)."""
+
     relative: str
     split: str
     domain: str
     kind: str
     """added | removed | changed | touched (same content)"""
-    bytes: int
+    tokens: int
+    """Tokens of the (split, domain) the change moves: the recorded ones of a file removed, the
+    expected ones of a file added (its bytes at the tokens per byte its domain's files had),
+    both of a file changed; 0 for a touched one."""
 
 
 def recorded_files(data_dir: Path) -> dict[str, dict]:
-    """The corpus files the data stage last read: relative path → its file record (size,
-    mtime_ns, content_hash; regmix.data.shards)."""
+    """The corpus files the data stage last read: relative path → its file record
+    (`shards/{group}/{file_id}/file.json`: size, mtime_ns, content_hash, split, and the tokens
+    it gave each `split/domain`; regmix.data.shards)."""
     import json
 
     files = {}
@@ -114,70 +121,106 @@ def recorded_files(data_dir: Path) -> dict[str, dict]:
     return files
 
 
+def fed_domains(entry: Mapping) -> dict[tuple[str, str], int]:
+    """The (split, domain)s of the model splits a file record fed, with their tokens."""
+    from regmix.data.corpus import MODEL_SPLITS
+
+    fed = {}
+    for key, counts in entry.get("domains", {}).items():
+        split, _, domain = key.partition("/")
+        if split in MODEL_SPLITS:
+            fed[(split, domain)] = int(counts.get("tokens", 0))
+    return fed
+
+
+def tokens_per_byte(recorded: Mapping[str, dict]) -> dict[tuple[str, str], dict]:
+    """For the files of each (split, domain) of RegMix's layout: the tokens per byte of file
+    they gave each (split, domain) they fed, so that a file added is expected to give alike."""
+    from regmix.data.corpus import domain_of
+
+    tokens: dict[tuple[str, str], Counter] = {}
+    size: Counter = Counter()
+    for relative, entry in recorded.items():
+        key = (entry["split"], domain_of(Path(relative)))
+        size[key] += entry["size"]
+        tokens.setdefault(key, Counter()).update(fed_domains(entry))
+    return {
+        key: {fed: n / max(size[key], 1) for fed, n in found.items()}
+        for key, found in tokens.items()
+    }
+
+
 def predict_changes(data_dir: Path, corpus_files: Iterable) -> list[FileChange]:
     """What changed in the corpus since the data stage last read it (`corpus_files`:
-    regmix.data.corpus.CorpusFile of a corpus in RegMix's layout): files added and removed, by
-    name; files whose size changed; and files whose time changed but not their size, whose
-    content is hashed (once per read of the workflow) and compared with the recorded hash."""
-    from regmix.data.corpus import domain_of
+    regmix.data.corpus.CorpusFile of a corpus in RegMix's layout), from the file records:
+    files added and removed, by name; files whose size changed; and files whose time changed
+    but not their size, whose content is hashed and compared with the recorded hash. Each
+    change counts for every (split, domain) the file fed, with the tokens it moves."""
     from regmix.data.fingerprint import file_hash
 
     recorded = recorded_files(data_dir)
+    rates = tokens_per_byte(recorded)
     changes, seen = [], set()
     for file in corpus_files:
         if file.domain is None or file.split is None:
             continue
         seen.add(file.relative)
-        stat = file.path.stat()
+        size = file.path.stat().st_size
         entry = recorded.get(file.relative)
         if entry is None:
+            rate = rates.get((file.split, file.domain)) or {(file.split, file.domain): 1.0}
+            fed = {key: round(size * per_byte) for key, per_byte in rate.items()}
             kind = "added"
-        elif stat.st_size != entry["size"]:
-            kind = "changed"
-        elif stat.st_mtime_ns == entry["mtime_ns"]:
-            continue
-        elif file_hash(file.path) == entry["content_hash"]:
-            kind = "touched (same content)"
         else:
-            kind = "changed"
-        changes.append(FileChange(file.relative, file.split, file.domain, kind, stat.st_size))
+            kind = file_change(file.path, size, entry, file_hash)
+            if kind is None:
+                continue
+            fed = {
+                key: tokens + round(size * tokens / max(entry["size"], 1))
+                for key, tokens in fed_domains(entry).items()
+            }
+        for (split, domain), tokens in sorted(fed.items()):
+            tokens = tokens if kind != "touched (same content)" else 0
+            changes.append(FileChange(file.relative, split, domain, kind, tokens))
     for relative in sorted(set(recorded) - seen):
-        split, _, name = relative.partition("/")
-        size = recorded[relative]["size"]
-        changes.append(FileChange(relative, split, domain_of(Path(name)), "removed", size))
+        for (split, domain), tokens in sorted(fed_domains(recorded[relative]).items()):
+            changes.append(FileChange(relative, split, domain, "removed", tokens))
     return changes
 
 
+def file_change(path: Path, size: int, entry: Mapping, file_hash) -> str | None:
+    """How a file the data stage read before differs from its record: changed (size or content
+    hash), touched (same content; its time alone moved) or None (same size and time)."""
+    if size != entry["size"]:
+        return "changed"
+    if path.stat().st_mtime_ns == entry["mtime_ns"]:
+        return None
+    return "touched (same content)" if file_hash(path) == entry["content_hash"] else "changed"
+
+
 def predicted_contents(
-    old: Contents, changes: list[FileChange], expected: Mapping[str, list[str]], sizes: Mapping
+    old: Contents, changes: list[FileChange], expected: Mapping[str, list[str]]
 ) -> Contents:
     """The content the data stage is expected to produce: `old` with the domains that
     corpus.domains leaves out or whose files are all gone removed, new domains added, and the
-    domains with files added, removed or changed moved by those files' share of its bytes
-    (`sizes`: bytes of each (split, domain) in the corpus now; a changed file counts twice, as
-    its old and new tokens). A touched file of the same content changes nothing."""
-    weight = {"added": 1, "removed": 1, "changed": 2}
+    domains with files added, removed or changed moved by the tokens those files move (a
+    changed file counts twice, as its old and new tokens). A touched file of the same content
+    changes nothing."""
     contents: Contents = {}
     for split, domains in expected.items():
         contents[split] = {}
         for domain in domains:
-            moved = [
-                c for c in changes if c.split == split and c.domain == domain and c.kind in weight
-            ]
+            moved = sum(c.tokens for c in changes if (c.split, c.domain) == (split, domain))
             before = old.get(split, {}).get(domain)
             if before is None:
                 contents[split][domain] = DomainContent(f"predicted:new:{domain}", 0, ())
             elif not moved:
                 contents[split][domain] = before
             else:
-                share = sum(weight[c.kind] * c.bytes for c in moved) / max(
-                    sizes.get((split, domain), 0), 1
-                )
-                extra = max(1, round(share * before.tokens))
                 contents[split][domain] = DomainContent(
                     f"predicted:changed:{before.fingerprint}",
-                    before.tokens + extra,
-                    (*before.parts, (f"predicted:{domain}", extra)),
+                    before.tokens + moved,
+                    (*before.parts, (f"predicted:{domain}", moved)),
                 )
     return contents
 
@@ -197,7 +240,6 @@ class ReusePlan:
     decisions); None when the prepared data is current (measured decisions)."""
     changes: list[FileChange] = field(default_factory=list)
     """Corpus files added, removed or touched since the data stage ran (predicted only)."""
-    sizes: Mapping = field(default_factory=dict)
     _contents: tuple[int, Contents] | None = None
 
     @property
@@ -218,7 +260,7 @@ class ReusePlan:
         if self._contents is None or self._contents[0] != stamp:
             self._contents = (stamp, read_contents(self.workdir / DATA))
         if self.expected is not None and stamp == self._predicted_from:
-            return predicted_contents(self._contents[1], self.changes, self.expected, self.sizes)
+            return predicted_contents(self._contents[1], self.changes, self.expected)
         return self._contents[1]
 
     def __post_init__(self) -> None:
@@ -330,17 +372,23 @@ class ReusePlan:
         """The corpus changes the prediction rests on (predicted decisions only)."""
         if not self.predicted:
             return []
-        by_domain: dict[str, Counter] = {}
+        files: dict[str, dict[str, set]] = {}
         for change in self.changes:
-            by_domain.setdefault(f"{change.split}/{change.domain}", Counter())[change.kind] += 1
+            name = f"{change.split}/{change.domain}"
+            files.setdefault(name, {}).setdefault(change.kind, set()).add(change.relative)
         old = self._contents[1] if self._contents else {}
-        for split, domains in self.expected.items():
-            for domain in sorted(set(old.get(split, {})) - set(domains)):
-                by_domain.setdefault(f"{split}/{domain}", Counter())["left out"] += 1
-        parts = [
-            f"{name}: " + ", ".join(f"{n} file(s) {kind}" for kind, n in sorted(kinds.items()))
-            for name, kinds in sorted(by_domain.items())
-        ]
+        gone = {
+            f"{split}/{domain}"
+            for split, domains in self.expected.items()
+            for domain in set(old.get(split, {})) - set(domains)
+        }
+        parts = []
+        for name in sorted(set(files) | gone):
+            said = [
+                f"{len(found)} file(s) {kind}"
+                for kind, found in sorted(files.get(name, {}).items())
+            ]
+            parts.append(f"{name}: {', '.join(said + ['left out'] * (name in gone))}")
         return [f"  corpus changes: {'; '.join(parts) or 'none found'}"]
 
 
@@ -367,10 +415,10 @@ def mixture_weights(path: Path) -> dict[str, dict[str, float]]:
 
 
 def with_predictions(
-    plan: ReusePlan, expected: Mapping[str, list[str]], changes: list[FileChange], sizes: Mapping
+    plan: ReusePlan, expected: Mapping[str, list[str]], changes: list[FileChange]
 ) -> ReusePlan:
     """The plan with its decisions predicted from corpus changes (the data stage runs first)."""
-    return replace(plan, expected=expected, changes=changes, sizes=sizes)
+    return replace(plan, expected=expected, changes=changes)
 
 
 # --- built from a workflow's config -----------------------------------------------------------
@@ -419,9 +467,6 @@ def reuse_plan(config: Mapping, workdir: str | os.PathLike, sweep: Sweep) -> Reu
     )
     if not (config["corpus"]["path"] and corpus.known):
         # The synthetic corpus, or records that name their domains: no file-by-file prediction.
-        return with_predictions(plan, expected, [], {})
+        return with_predictions(plan, expected, [])
     files = discover(workdir / config["corpus"]["path"], None)
-    sizes: Counter = Counter()
-    for file in files:
-        sizes[(file.split, file.domain)] += file.path.stat().st_size
-    return with_predictions(plan, expected, predict_changes(workdir / DATA, files), sizes)
+    return with_predictions(plan, expected, predict_changes(workdir / DATA, files))
