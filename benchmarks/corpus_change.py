@@ -22,7 +22,8 @@ the full re-run's bootstrap spread (the largest TV between its optimum and a boo
     python benchmarks/corpus_change.py --work /tmp/corpus-change                      # the demo
     python benchmarks/corpus_change.py --work /tmp/cc --configfile tests/config/tiny.yaml  # minutes
 
-The demo scale is ~1.5 h on 2 cores (11 sweeps, 6 of them full).
+The demo scale is ~1.3 h on 2 cores (9 sweeps: the base, 5 incremental, 3 full; `bt` shares
+`b`'s full re-run and `d`'s is the base sweep, SAME_FULL).
 """
 
 from __future__ import annotations
@@ -156,6 +157,42 @@ def write_config(config: dict, path: Path) -> Path:
     return path
 
 
+SAME_FULL = {"bt": "b", "d": "base"}
+"""Cases whose full re-run is another's: `bt`'s changed corpus is `b`'s (max_change does
+nothing to a sweep from scratch), and `d`'s is the base corpus (same content, same seeds)."""
+
+
+def outcome(work: Path, seconds: float, before: dict, threads: int) -> dict:
+    """What a sweep in `work` trained since `before` (kept runs), and its answer."""
+    runs = trained(before, kept(work))
+    return {
+        "seconds": seconds,
+        "proxies": len(runs["proxy"]),
+        "optimum_check": len(runs["optimum"]),
+        "proxy_core_seconds": core_seconds(runs["proxy"] + runs["optimum"], threads),
+        "finals": sorted(r["run"] for r in runs["final"]),
+        **answer(work),
+    }
+
+
+def full_sweep(case: str, args: argparse.Namespace, settings: dict, threads: int) -> dict:
+    """The full re-run of the case's changed corpus, from scratch in a fresh folder (or the
+    one it shares, SAME_FULL, when that has run)."""
+    shared = SAME_FULL.get(case)
+    if shared is not None:
+        work = args.work / shared / ("work" if shared == "base" else "full/work")
+        seconds = args.work / shared / ("seconds" if shared == "base" else "full/seconds")
+        if seconds.is_file() and (work / "results/final/summary.parquet").is_file():
+            return {**outcome(work, float(seconds.read_text()), {}, threads), "from": shared}
+    folder = args.work / case / "full"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copytree(args.work / case / "incremental" / "work" / "corpus", folder / "work/corpus")
+    seconds = sweep(folder / "work", write_config(settings, folder / "config.yaml"), args.cores)
+    (folder / "seconds").write_text(f"{seconds}\n")
+    return outcome(folder / "work", seconds, {}, threads)
+
+
 def run_case(case: str, args: argparse.Namespace, config: dict, before: dict) -> list[dict]:
     """The case's incremental run and full re-run, as two rows of the table."""
     scale = config["corpus"]["synthetic"]["scale"]
@@ -163,27 +200,17 @@ def run_case(case: str, args: argparse.Namespace, config: dict, before: dict) ->
     settings = json.loads(json.dumps(config))
     if case == "bt":
         settings.setdefault("reuse", {})["max_change"] = args.max_change
-    results = {}
-    for mode in ("incremental", "full"):
-        folder = args.work / case / mode
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        work = folder / "work"
-        if mode == "incremental":
-            subprocess.run(["cp", "-a", str(args.work / "base" / "work"), str(work)], check=True)
-            settings = change(case, work, settings, scale)
-        else:  # the same changed corpus, swept from scratch
-            shutil.copytree(args.work / case / "incremental" / "work" / "corpus", work / "corpus")
-        seconds = sweep(work, write_config(settings, folder / "config.yaml"), args.cores)
-        runs = trained(before if mode == "incremental" else {}, kept(work))
-        results[mode] = {
-            "seconds": seconds,
-            "proxies": len(runs["proxy"]),
-            "optimum_check": len(runs["optimum"]),
-            "proxy_core_seconds": core_seconds(runs["proxy"] + runs["optimum"], threads),
-            "finals": sorted(r["run"] for r in runs["final"]),
-            **answer(work),
-        }
+    folder = args.work / case / "incremental"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    work = folder / "work"
+    subprocess.run(["cp", "-a", str(args.work / "base" / "work"), str(work)], check=True)
+    settings = change(case, work, settings, scale)
+    seconds = sweep(work, write_config(settings, folder / "config.yaml"), args.cores)
+    results = {
+        "incremental": outcome(work, seconds, before, threads),
+        "full": full_sweep(case, args, settings, threads),
+    }
     inc, full = results["incremental"], results["full"]
     domains = sorted(set(inc["weights"]) | set(full["weights"]))
     a = np.array([inc["weights"].get(d, 0.0) for d in domains])
@@ -195,7 +222,7 @@ def run_case(case: str, args: argparse.Namespace, config: dict, before: dict) ->
         rows.append(
             {
                 "case": f"{case}: {CASES[case]}",
-                "run": mode,
+                "run": f"full (= {r['from']})" if r.get("from") else mode,
                 "wall s": round(r["seconds"]),
                 "proxies trained": r["proxies"],
                 "optimum check": r["optimum_check"],
@@ -229,6 +256,7 @@ def main() -> None:
     if not (base / "results/final/summary.parquet").is_file():  # a finished base is reused
         write_corpus(base / "corpus", SynthConfig(seed=seed, scale=scale))
         seconds = sweep(base, write_config(config, args.work / "base" / "config.yaml"), args.cores)
+        (args.work / "base" / "seconds").write_text(f"{seconds}\n")
         print(f"base sweep: {seconds:.0f} s", file=sys.stderr)
     before = kept(base)
     rows = []
