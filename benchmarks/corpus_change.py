@@ -21,6 +21,8 @@ the full re-run's bootstrap spread (the largest TV between its optimum and a boo
 
     python benchmarks/corpus_change.py --work /tmp/corpus-change                      # the demo
     python benchmarks/corpus_change.py --work /tmp/cc --configfile tests/config/tiny.yaml  # minutes
+    python benchmarks/corpus_change.py --work /tmp/ccm --configfile tests/config/tiny.yaml \
+        --configfile benchmarks/corpus_change_middle.yaml                 # 24 proxies (not timed)
 
 The demo scale is ~1.3 h on 2 cores (9 sweeps: the base, 5 incremental, 3 full; `bt` shares
 `b`'s full re-run and `d`'s is the base sweep, SAME_FULL).
