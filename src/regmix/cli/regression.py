@@ -84,7 +84,7 @@ def _fit(args: argparse.Namespace) -> None:
         )
     figures = ", ".join(
         f"{key} {metrics[key]:.4f}" if metrics[key] is not None else f"{key} n/a"
-        for key in ("spearman", "pearson", "mse")
+        for key in ("spearman", "spearman_top_quarter", "regret", "pearson", "mse")
     )
     print(
         f"regmix fit: {metrics['model']} on {metrics['n_runs']} runs, target {metrics['target']}: "

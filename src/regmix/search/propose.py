@@ -153,7 +153,7 @@ def thompson_picks(
     except np.linalg.LinAlgError:  # numerically indefinite: fall back on the eigenbasis
         values, vectors = np.linalg.eigh(covariance)
         factor = vectors * np.sqrt(np.maximum(values, 0.0))
-    mean = (model.latent_mean(candidates) - model.y_mean_) / model.y_scale_
+    mean = model.latent_mean(candidates) / model.y_scale_  # standardised units
     draws = mean[:, None] + factor @ rng.standard_normal((len(candidates), n))
     picks = list(picks)
     for column in draws.T:
@@ -172,7 +172,7 @@ def ucb_picks(
     """GP-BUCB: the lowest mean - β·std, n more times, each pick shrinking the std around it."""
     z = model.scaled(candidates)
     v = model.explained(z)
-    mean = (model.latent_mean(candidates) - model.y_mean_) / model.y_scale_
+    mean = model.latent_mean(candidates) / model.y_scale_  # standardised units
     base_var = model.amplitude_ - (v * v).sum(axis=0)
     picks = list(picks)
     for _ in range(n):
