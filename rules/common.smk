@@ -13,6 +13,7 @@ from regmix.workflow.sweep import (
     batch_log,
     batch_table,
     final_mixture_path,
+    intervals_path,
     mixtures_path,
     optimum_proxy_dir,
     runs_table,
@@ -227,6 +228,16 @@ def runs_before_round(wildcards):
     return [
         batch_table(r, b.name) for r in range(1, int(wildcards.round)) for b in SWEEP.batches(r)
     ]
+
+
+def intervals_before_round(wildcards):
+    """The interval records of the later rounds before this one: its proposal checks them."""
+    return [intervals_path(r) for r in range(2, int(wildcards.round))]
+
+
+def interval_records():
+    """Every later round's interval record: the fitted regressor is calibrated on them."""
+    return [intervals_path(r) for r in range(2, SWEEP.n_rounds + 1)]
 
 
 def batch_mixtures(wildcards):

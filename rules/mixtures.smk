@@ -28,8 +28,10 @@ rule propose_mixtures:
     input:
         stats=f"{DATA}/stats.parquet",
         runs=runs_before_round,
+        checks=intervals_before_round,
     output:
-        "results/mixtures/round{round}.parquet",
+        mixtures="results/mixtures/round{round}.parquet",
+        intervals="results/mixtures/intervals/round{round}.parquet",
     log:
         "logs/mixtures/round{round}.log",
     benchmark:
@@ -53,6 +55,7 @@ rule propose_mixtures:
         acquisition=as_json(config["acquisition"]),
         code=source_hash(
             "search.propose",
+            "search.calibration",
             "search.regression",
             "search.regressors",
             "search.mixtures",
@@ -63,4 +66,6 @@ rule propose_mixtures:
         "regmix propose --runs {input.runs} --stats {input.stats} --target {params.target:q}"
         " --n {params.n} --round {wildcards.round} {params.with_optimum} --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
-        " --acquisition {params.acquisition:q} --threads {threads} --out {output} > {log} 2>&1"
+        " --acquisition {params.acquisition:q} --threads {threads}"
+        " --checks {input.checks} --intervals-out {output.intervals}"
+        " --out {output.mixtures} > {log} 2>&1"

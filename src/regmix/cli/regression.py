@@ -64,6 +64,15 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the model")
+    p.add_argument(
+        "--checks",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="interval records of later rounds (`propose --intervals-out`): their runs, "
+        "measured in --runs, check the intervals given for them, and the fitted model's 95%% "
+        "intervals are rescaled to what the checks show (metrics.json: calibration)",
+    )
     add_threads_argument(p)
     p.add_argument("--plot", type=Path, help="also write predicted-vs-actual (out-of-fold) PNG")
     p.set_defaults(handler=_fit)
@@ -74,7 +83,14 @@ def _fit(args: argparse.Namespace) -> None:
     from regmix.search.runs import status_counts
 
     metrics = fit_model(
-        args.runs, args.target, args.model, args.out, args.folds, args.seed, args.threads
+        args.runs,
+        args.target,
+        args.model,
+        args.out,
+        args.folds,
+        args.seed,
+        args.threads,
+        args.checks,
     )
     if metrics["n_excluded"]:
         print(
@@ -91,11 +107,31 @@ def _fit(args: argparse.Namespace) -> None:
         f"{metrics['folds']}-fold CV {figures}",
         file=sys.stderr,
     )
+    calibration = metrics.get("calibration")
+    if calibration is not None:
+        print(f"regmix fit: {calibration_line(calibration)}", file=sys.stderr)
     if args.plot is not None:
         from regmix.files import read_table
         from regmix.report.figures import plot_cv
 
         plot_cv(read_table(args.out / CV_FILE), metrics, args.plot)
+
+
+def calibration_line(report: dict) -> str:
+    """What the interval checks showed, in one line."""
+    if not report["checks"]:
+        return "no interval checks yet (no later round has trained)"
+    coverage = report["coverage_fitted"]
+    scale = report["interval_scale"]
+    done = (
+        f"95% intervals rescaled x{scale:.2f}"
+        if report["applied"]
+        else "intervals left as fitted" + (" (too few checks)" if scale is None else "")
+    )
+    return (
+        f"{report['checks']} later-round runs checked the intervals given for them: "
+        f"{coverage:.0%} inside as fitted, {report['coverage']:.0%} as recorded; {done}"
+    )
 
 
 def add_predict(commands: argparse._SubParsersAction) -> None:
@@ -236,6 +272,20 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
         help="make the first mixture the one the runs so far recommend (the workflow's last "
         "round), or from --pool the row with the lowest predicted loss",
     )
+    p.add_argument(
+        "--intervals-out",
+        type=Path,
+        help="also write the 95%% interval the proposing regressor gives each proposed run, "
+        "for later checks (run, round, prediction, lower, upper, mean, std, ...)",
+    )
+    p.add_argument(
+        "--checks",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="interval records of earlier rounds: checked against --runs, they calibrate the "
+        "intervals written to --intervals-out",
+    )
     p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
     p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")
     p.add_argument("--sampler", type=json_object, default={}, help="SamplerConfig fields (JSON)")
@@ -273,6 +323,8 @@ def _propose(args: argparse.Namespace) -> None:
             args.final_tokens,
             sampler,
             args.with_optimum,
+            args.intervals_out,
+            args.checks,
         )
     print(f"regmix propose: {len(table)} mixtures ({config.method}) -> {args.out}", file=sys.stderr)
 

@@ -190,6 +190,45 @@ def optimum_lines(check: OptimumCheck) -> list[str]:
     return [*lines, ""]
 
 
+def calibration_lines(report: dict[str, Any]) -> list[str]:
+    """Did the 95% intervals hold? Each later round's runs against the intervals the
+    regressor of the rounds before them gave (`regmix.search.calibration`)."""
+    lines = ["## Do the 95% intervals hold?", ""]
+    if not report["checks"]:
+        return [*lines, "- no later round has trained yet: nothing has checked them", ""]
+    lines += [
+        "Each later round's runs, measured, against the 95% interval that the regressor of the "
+        "rounds before them gave (it had not seen them):",
+        "",
+        "| round | runs | inside as fitted | inside, calibrated on earlier rounds | factor |",
+        "|---|---|---|---|---|",
+    ]
+    for number, row in sorted(report["rounds"].items(), key=lambda item: int(item[0])):
+        lines.append(
+            f"| {number} | {row['checks']} | {_share(row['coverage_fitted'])} | "
+            f"{_share(row['coverage'])} | x{row['interval_scale']:.2f} |"
+        )
+    lines.append(
+        f"| all | {report['checks']} | {_share(report['coverage_fitted'])} | "
+        f"{_share(report['coverage'])} | |"
+    )
+    scale = report["interval_scale"]
+    if report.get("applied"):
+        done = (
+            f"the intervals in this summary are the fitted ones x{scale:.2f} (split-conformal "
+            "on every check)"
+        )
+    elif scale is None:
+        done = "too few checks to rescale: the intervals in this summary are as fitted"
+    else:
+        done = f"the checks are of `{report['model']}`: this regressor's intervals are as fitted"
+    return [*lines, "", f"- {done}", ""]
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def _yes(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[value]
 
@@ -234,6 +273,8 @@ def markdown(
     lines += [""]
     if check is not None:
         lines += optimum_lines(check)
+    if cv is not None and cv.get("calibration"):
+        lines += calibration_lines(cv["calibration"])
     lines += downstream or []
     lines += ["## Final models", ""]
     bounded = BOUNDS["lower"] in table

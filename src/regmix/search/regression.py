@@ -208,10 +208,15 @@ def fit_model(
     folds: int = 5,
     seed: int = 0,
     threads: int | None = None,
+    checks: list[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """`regmix fit`: cross-validate, fit on all usable runs, write the model folder; returns
-    the metrics. Everything is computed before anything is written."""
+    the metrics. Everything is computed before anything is written. `checks`: interval
+    records of later rounds (`regmix propose --intervals-out`), which calibrate the fitted
+    model's intervals (`regmix.search.calibration`)."""
     import joblib
+
+    from regmix.search.calibration import calibrate, read_records
 
     threads = threads or available_threads()
     data, parsed = training_data(runs_path, target)
@@ -224,6 +229,9 @@ def fit_model(
     started = time.perf_counter()
     regressor.fit(data.weights, data.target)
     fit_seconds = time.perf_counter() - started
+    calibration = None
+    if checks:
+        calibration = calibrate(regressor, read_records(list(checks)), read_runs(runs_path), parsed)
 
     metrics = {
         "model": model,
@@ -236,6 +244,7 @@ def fit_model(
         "seed": seed,
         "target_weights": parsed.weights,
         "hyperparameters": regressor.hyperparameters(),
+        **({"calibration": calibration} if calibration is not None else {}),
         "cv_seconds": round(cv_seconds, 3),
         "fit_seconds": round(fit_seconds, 3),
     }
