@@ -101,6 +101,7 @@ def test_final_stage_trains_exports_and_summarises_every_model(finished):
     assert "trained as a proxy it measured" in text and "95% interval" in text
     assert "## Do the 95% intervals hold?" in text and "| 2 | 2 |" in text
     assert "too few checks to rescale" in text
+    assert "  - held-out mixtures: Spearman " in text
     check = pd.read_parquet(finished / "results/optimal/proxy/regmix/losses.parquet")
     assert "target" in set(check["domain"])
 
