@@ -10,11 +10,12 @@ target size by repeating documents if the machine has less. Then prints:
    file: wall time, MB of text per second per core against the tokenizer's own single-thread
    `encode_batch_fast` rate on the same text, and each job's peak RSS (Snakemake benchmark);
 2. the same with `corpus.max_tokens: auto` for a final budget that needs part of the corpus:
-   text tokenized, bytes read and wall time, against run 1;
-3. a dry run after adding one input file: the jobs it lists;
-4. every kind of bad input: the error line and the time to it.
+   text tokenized, bytes read and wall time, against run 1, and each domain's tokens against
+   the target (collect_shards' log);
+3. a dry run after adding one input file, without and with max_tokens: the jobs it lists;
+4. every kind of bad input: the error line (or, for repaired text, the exit) and the time.
 
-    flock /tmp/regmix-cpu.lock python benchmarks/data_stage.py --work /tmp/data-stage
+    cpu-exclusive python benchmarks/data_stage.py --work /tmp/data-stage
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ def report_run(label: str, workdir: Path, wall: float, single_thread: float) -> 
 
 BAD_INPUTS = {
     "corrupt .zst": ("00.jsonl.zst", "zst-garbage"),
+    "cut .zst": ("00.jsonl.zst", "zst-cut"),
+    "lone surrogate (repaired, exit 0)": ("00.jsonl", "surrogate"),
     "truncated .gz": ("00.jsonl.gz", "gz-truncated"),
     "malformed line": ("00.jsonl", "malformed"),
     "record without the domain field": ("00.jsonl", "no-domain"),
@@ -235,6 +238,7 @@ def bad_inputs(folder: Path, tokenizer: Path, good_lines: int) -> None:
         "no-domain": json.dumps({"text": "no meta"}) + "\n",
         "text-int": json.dumps({"text": 7, "meta": {"pile_set_name": "Pile-CC"}}) + "\n",
         "empty-domain": json.dumps({"text": "x", "meta": {"pile_set_name": ""}}) + "\n",
+        "surrogate": json.dumps({"text": "bad \ud800", "meta": {"pile_set_name": "Github"}}) + "\n",
     }
     for label, (name, kind) in BAD_INPUTS.items():
         corpus = folder / kind
@@ -244,6 +248,9 @@ def bad_inputs(folder: Path, tokenizer: Path, good_lines: int) -> None:
             packed = zstandard.ZstdCompressor().compress(data)
             cut = int(len(packed) * 0.9)
             data = packed[:cut] + b"\x13garbage\x00" * 64 + packed[cut:]
+        elif kind == "zst-cut":
+            packed = zstandard.ZstdCompressor().compress(data)
+            data = packed[: int(len(packed) * 0.9)]
         elif kind == "gz-truncated":
             packed = gzip.compress(data)
             data = packed[: int(len(packed) * 0.9)]
@@ -317,6 +324,8 @@ def main() -> None:
         raise SystemExit(result.stderr[-4000:])
     print(f"\nfinal budget {steps * 64 * 512:,} tokens -> max_tokens auto")
     stats = report_run("run 2: corpus.max_tokens: auto", sampled, sampled_wall, single)
+    collect_log = (sampled / "logs/data/collect_shards.log").read_text().splitlines()
+    print("\n".join(line for line in collect_log if "train domain" in line))
     saved = 1 - stats["text_bytes"].sum() / full_stats["text_bytes"].sum()
     print(
         f"text tokenized: {saved:.0%} less than run 1; wall {sampled_wall:.0f} s vs {wall:.0f} s "
@@ -325,21 +334,19 @@ def main() -> None:
     )
 
     extra = corpus / f"{args.files:02d}.jsonl.zst"
-    extra.write_bytes(
-        zstandard.ZstdCompressor().compress(
-            (
-                json.dumps({"text": "one more file", "meta": {"pile_set_name": "Github"}}) + "\n"
-            ).encode()
-        )
-    )
+    record = {"text": "one more file " * 1000, "meta": {"pile_set_name": "Github"}}
+    extra.write_bytes(zstandard.ZstdCompressor().compress((json.dumps(record) + "\n").encode()))
     try:
-        config = write_config(args.work / "full.json", corpus, "bpe:32768")
-        dry, _ = snakemake(full, config, "--dry-run")
+        for label, workdir, name in (
+            ("", full, "full.json"),
+            (" under max_tokens", sampled, "sampled.json"),
+        ):
+            dry, _ = snakemake(workdir, args.work / name, "--dry-run")
+            table = (dry.stdout + dry.stderr).split("Job stats:", 1)[-1].split("total", 1)[0]
+            jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE))
+            print(f"\n== dry run after adding {extra.name}{label}: jobs {jobs}")
     finally:
         extra.unlink()
-    table = (dry.stdout + dry.stderr).split("Job stats:", 1)[-1].split("total", 1)[0]
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE))
-    print(f"\n== dry run after adding {extra.name}: jobs {jobs}")
 
     bad_inputs(args.work / "bad", tokenizer, good_lines=5_000)
 

@@ -132,9 +132,10 @@ def files_argument(wildcards, input):
     return "" if DATA_GROUPS[wildcards.group] is None else "--files " + " ".join(input.files)
 
 
-def group_runtime(wildcards, threads):
+def group_runtime(wildcards, threads, attempt):
+    """A data job's time limit in minutes; a retry (a job killed at its limit) asks for more."""
     group = DATA_GROUPS[wildcards.group]
-    return 10 if group is None else runtime_minutes(group[1], threads)
+    return attempt * (10 if group is None else runtime_minutes(group[1], threads))
 
 
 def reading_arguments():
@@ -178,8 +179,21 @@ def max_tokens():
 
 
 def group_survey(wildcards):
-    """The survey that says which share of each domain to tokenize (with max_tokens)."""
-    return [] if max_tokens() is None else f"{DATA}/survey.json"
+    """The survey that says which share of each domain to tokenize (with max_tokens). Its
+    time is ignored (ancient): the fan-in cuts every domain to max_tokens from exact counts,
+    so a survey that ran again (for a new file) needs no old data job to run again."""
+    return [] if max_tokens() is None else ancient(f"{DATA}/survey.json")
+
+
+def survey_corpus_input():
+    """The survey reads a user's corpus without listing its files as input, so that adding a
+    file does not run it (and every data job) again; the synthetic corpus is a rule's output."""
+    return [] if config["corpus"]["path"] else CORPUS
+
+
+def max_tokens_argument():
+    setting = max_tokens()
+    return "" if setting is None else f"--max-tokens {setting}"
 
 
 def survey_argument(wildcards, input):

@@ -36,7 +36,9 @@ rule train_tokenizer:
         reading=reading_arguments(),
         tokenizer=config["corpus"]["tokenizer"],
         sample=config["corpus"]["sample_bytes"],
-        code=source_hash("data.corpus", "data.readers", "data.tokenize", "data.prepare"),
+        code=source_hash(
+            "data.corpus", "data.readers", "data.tokenize", "data.prepare", "data.survey"
+        ),
     shell:
         "regmix train-tokenizer {params.reading} --tokenizer {params.tokenizer}"
         " --sample-bytes {params.sample} --out {output} --threads {threads} > {log} 2>&1"
@@ -44,7 +46,7 @@ rule train_tokenizer:
 
 rule survey_corpus:
     input:
-        files=[str(f.path) for g in DATA_GROUPS.values() if g for f in g[0].files] or CORPUS,
+        corpus=survey_corpus_input(),
         tokenizer=group_tokenizer,
     output:
         f"{DATA}/survey.json",
@@ -60,7 +62,7 @@ rule survey_corpus:
         tokenizer=tokenizer_argument,
         max_tokens=max_tokens(),
         sample=config["corpus"]["sample_bytes"],
-        code=source_hash("data.corpus", "data.readers", "data.survey"),
+        code=source_hash("data.corpus", "data.readers", "data.survey", "data.groups"),
     shell:
         "regmix survey-corpus {params.reading} --tokenizer {params.tokenizer}"
         " --max-tokens {params.max_tokens} --sample-bytes {params.sample} --out {output}"
@@ -71,7 +73,7 @@ rule prepare_group:
     input:
         files=group_files,
         tokenizer=group_tokenizer,
-        survey=group_survey,
+        survey=group_survey,  # ancient: a survey run again for a new file re-runs no old job
     output:
         directory(f"{DATA}/shards/{{group}}"),
     log:
@@ -89,12 +91,14 @@ rule prepare_group:
         files=files_argument,
         tokenizer=tokenizer_argument,
         survey=survey_argument,
+        max_tokens=max_tokens(),
         code=source_hash(
             "data.corpus",
             "data.readers",
             "data.domains",
             "data.tokenize",
             "data.shards",
+            "data.fingerprint",
             "data.progress",
         ),
     shell:
@@ -117,7 +121,9 @@ rule collect_shards:
     params:
         out=output_folder,
         target=Unrecorded(config["target"]),
-        code=source_hash("data.prepare", "data.stats", "data.domains"),
+        domains=Unrecorded(",".join(config["corpus"]["domains"] or [])),
+        max_tokens=max_tokens_argument(),
+        code=source_hash("data.collect", "data.fingerprint", "data.stats", "data.domains"),
     shell:
         "regmix collect-shards --groups {input} --out {params.out} --target '{params.target}'"
-        " > {log} 2>&1"
+        " --domains '{params.domains}' {params.max_tokens} > {log} 2>&1"

@@ -6,6 +6,8 @@
 rule continuation_task:
     input:
         corpus=CORPUS,
+        valid=f"{DATA}/valid",
+        tokenizer=group_tokenizer,
     output:
         task=f"{CONTINUATION_TASK}/task.yaml",
         data=f"{CONTINUATION_TASK}/data.jsonl",
@@ -14,18 +16,28 @@ rule continuation_task:
     conda:
         "../environment.yml"
     params:
+        reading=reading_arguments(),
+        data=input_folder("valid"),
+        tokenizer=tokenizer_argument,
         target=config["target"],
         examples=config["evaluation"]["continuation"]["examples"],
         choices=config["evaluation"]["continuation"]["choices"],
         seed=config["evaluation"]["continuation"]["seed"],
         max_tokens=config["final"]["seq_len"],
         out=output_folder,
-        code=source_hash("evaluation.continuation", "data.corpus"),
+        code=source_hash(
+            "evaluation.continuation",
+            "data.corpus",
+            "data.readers",
+            "data.domains",
+            "data.loader",
+            "data.tokenize",
+        ),
     shell:
-        "regmix continuation-task --corpus {input.corpus} --target {params.target:q}"
+        "regmix continuation-task {params.reading} --data {params.data}"
+        " --tokenizer {params.tokenizer} --target {params.target:q}"
         " --examples {params.examples} --choices {params.choices} --seed {params.seed}"
-        " --max-tokens {params.max_tokens}"
-        " --out-dir {params.out} > {log} 2>&1"
+        " --max-tokens {params.max_tokens} --out-dir {params.out} > {log} 2>&1"
 
 
 rule evaluate:

@@ -1,5 +1,6 @@
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,10 @@ from regmix.data.corpus import (
     discover,
     documents,
     domain_of,
+    open_corpus,
     read_documents,
+    read_options,
+    split_of,
 )
 from regmix.data.domains import normalise, resolve_target
 from regmix.errors import RegmixError
@@ -129,8 +133,8 @@ def test_pile_layout_reads_zstd_with_the_domain_from_a_dotted_field(tmp_path):
         out.write(json.dumps(PILE[0]) + "\n")
     files = discover(tmp_path, domain_field="meta.pile_set_name")
     assert [(f.relative, f.split, f.domain) for f in files] == [
-        ("00.jsonl.zst", None, None),
-        ("more/01.json.gz", None, None),
+        ("00.jsonl.zst", "train", None),
+        ("more/01.json.gz", "train", None),
     ]
     counts = ReadCounts()
     options = ReadOptions(domain_field="meta.pile_set_name")
@@ -230,6 +234,121 @@ def test_a_corrupt_compressed_file_is_one_error_naming_it(tmp_path, suffix, dama
     path = tmp_path / f"a-0{suffix}"
     path.write_bytes(bad)
     # gzip checks its CRC only at the end: garbage inside may first decode into broken JSON
-    expected = rf"a-0{suffix}(:\d+)?: (cannot read: corrupt or truncated|malformed JSON)"
+    expected = rf"a-0{suffix}(:\d+)?: (cannot read: (corrupt or )?truncated|malformed JSON)"
     with pytest.raises(RegmixError, match=expected):
         list(read_documents(path))
+
+
+@pytest.mark.parametrize(
+    ("relative", "split"),
+    [
+        ("train/00.jsonl.zst", "train"),
+        ("val.jsonl.zst", "valid"),
+        ("test.jsonl.zst", "test"),
+        ("00.jsonl.zst", "train"),
+        ("validation/chunk1/example_holdout_0.jsonl.zst", "valid"),
+        ("test/chunk3/example_holdout_9.jsonl.zst", "test"),
+        ("Dev/part.jsonl", "valid"),
+        ("data/train-00000-of-00002.parquet", "train"),
+        ("data/validation-00000-of-00001.parquet", "valid"),
+        ("testing/x.jsonl", "train"),  # only the exact names count
+    ],
+)
+def test_the_split_comes_from_a_folder_or_file_name_at_any_depth(relative, split):
+    assert split_of(relative) == split
+
+
+def test_a_path_naming_two_splits_is_an_error():
+    with pytest.raises(RegmixError, match=r"test/val\.jsonl: its path names test and valid"):
+        split_of("test/val.jsonl")
+
+
+def test_the_pile_as_it_ships_reads_train_val_and_test_apart(tmp_path):
+    write_zst(tmp_path / "train" / "00.jsonl.zst", PILE)
+    write_zst(tmp_path / "val.jsonl.zst", PILE[:2])
+    write_zst(tmp_path / "test.jsonl.zst", PILE[:1])
+    options = ReadOptions(domain_field="meta.pile_set_name", valid_fraction=0.5)
+    files, options = open_corpus(tmp_path, options)
+    assert [(f.relative, f.split) for f in files] == [
+        ("test.jsonl.zst", "test"),
+        ("train/00.jsonl.zst", "train"),
+        ("val.jsonl.zst", "valid"),
+    ]
+    assert options.valid_fraction == 0  # the corpus has validation files: no hold-out
+    splits = [(d.split, d.domain) for f in files for d in documents(f, options)]
+    assert splits.count(("test", "pile_cc")) == 1
+    assert splits.count(("valid", "pile_cc")) == splits.count(("valid", "wikipedia_en")) == 1
+    assert sum(s == "train" for s, _ in splits) == 3
+
+
+def test_valid_fraction_holds_out_train_documents_where_there_is_no_validation_file(tmp_path):
+    write_zst(tmp_path / "train" / "00.jsonl.zst", PILE * 200)
+    write_zst(tmp_path / "test.jsonl.zst", PILE)
+    files, options = open_corpus(tmp_path, ReadOptions("meta.pile_set_name", valid_fraction=0.5))
+    assert options.valid_fraction == 0.5
+    splits = [d.split for f in files for d in documents(f, options)]
+    assert splits.count("test") == 3 and 0 < splits.count("valid") < 600
+
+
+def test_regmix_layout_reads_test_and_val_folders(tmp_path):
+    write_jsonl(tmp_path / "train" / "a-0.jsonl", ["x"])
+    write_jsonl(tmp_path / "val" / "a-0.jsonl", ["y"])
+    write_jsonl(tmp_path / "test" / "a-0.jsonl", ["z"])
+    files = discover(tmp_path)
+    assert [(f.relative, f.split, f.domain) for f in files] == [
+        ("test/a-0.jsonl", "test", "a"),
+        ("train/a-0.jsonl", "train", "a"),
+        ("val/a-0.jsonl", "valid", "a"),
+    ]
+
+
+def test_the_same_options_come_from_the_config_and_the_flags():
+    corpus = {"domain_field": "meta.x", "missing_domain": "skip", "valid_fraction": 0.1}
+    options = read_options({**corpus, "domains": ["a", "b"], "path": "/data"})
+    assert options == ReadOptions("meta.x", "skip", 0.1, frozenset({"a", "b"}))
+    assert read_options({}) == ReadOptions()
+
+
+def test_a_lone_surrogate_is_repaired_and_counted(tmp_path):
+    path = tmp_path / "00.jsonl"
+    # valid JSON: an escaped lone surrogate, as scraped text often holds
+    path.write_text('{"text": "bad \\ud800 text", "meta": {"src": "a"}}\n{"text": "fine"}\n')
+    path.write_bytes(path.read_bytes() + b'{"text": "not utf-8: \xff\xfe"}\n')
+    counts = ReadCounts()
+    (file,) = discover(tmp_path, domain_field="meta.src")
+    docs = list(documents(file, ReadOptions("meta.src", missing_domain="skip"), counts))
+    assert [d.text for d in docs] == ["bad \ufffd text"]
+    assert counts.repaired == 1 and counts.missing_domain == 2
+    texts = list(read_documents(path))
+    assert texts == ["bad \ufffd text", "fine", "not utf-8: \ufffd\ufffd"]
+    assert [len(t.encode()) for t in texts] == [12, 4, 17]
+
+
+def _flushed(lines: list[bytes], suffix: str) -> tuple[bytes, list[int]]:
+    """The lines compressed with a flush after each, and the offsets where each flush ends:
+    a cut there ends the decompressed text exactly between two lines."""
+    if suffix == ".jsonl.zst":
+        compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+        flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    else:
+        compressor, flush = zlib.compressobj(wbits=31), zlib.Z_SYNC_FLUSH
+    data, ends = b"", []
+    for line in lines:
+        data += compressor.compress(line) + compressor.flush(flush)
+        ends.append(len(data))
+    return data + compressor.flush(), ends
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+def test_a_cut_compressed_file_is_an_error_naming_it_wherever_the_cut_falls(tmp_path, suffix):
+    lines = [(json.dumps({"text": f"doc {i} " * 300}) + "\n").encode() for i in range(40)]
+    data, ends = _flushed(lines, suffix)
+    path = tmp_path / f"a-0{suffix}"
+    path.write_bytes(data)
+    assert len(list(read_documents(path))) == 40
+    between_lines = [ends[0], ends[19], ends[-1]]  # after whole lines, before the frame end
+    inside = [len(data) // 3, len(data) // 2 + 7, len(data) - 9, len(data) - 1]
+    for cut in between_lines + inside:
+        path.write_bytes(data[:cut])
+        with pytest.raises(RegmixError, match=rf"a-0{suffix}(:\d+)?: cannot read: .*truncated"):
+            list(read_documents(path))

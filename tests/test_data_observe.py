@@ -66,3 +66,27 @@ def test_plan_shows_what_max_tokens_saves_once_surveyed(tmp_path):
     survey.write_text(json.dumps({"domains": domains}))
     plan = data_plan(config, tmp_path, tokens_per_byte=0.25)
     assert plan.core_hours / plan.core_hours_all == pytest.approx((750 + 1000) / 4000)
+
+
+def test_a_killed_job_is_failed_not_pending(tmp_path):
+    from base64 import urlsafe_b64encode
+
+    config = field_corpus(tmp_path, files=2)
+    killed, _ = sorted(planned_groups(config, tmp_path))
+    logs = tmp_path / "logs/data/prepare"
+    logs.mkdir(parents=True)
+    log = logs / f"{killed}.log"
+    log.write_text("prepare x: 10 documents, 1.0 MB of text (2.50 MB/s), ... ETA 0:01:00\n")
+    os.utime(log, (time.time() - 600,) * 2)
+    (tmp_path / f"results/data/shards/.{killed}.partial/00-abcdef").mkdir(parents=True)
+    (tmp_path / f"results/data/shards/.{killed}.partial/00-abcdef/file.json").write_text("{}")
+    # Snakemake was killed with the job: its mark is left, no lock
+    marks = tmp_path / ".snakemake/incomplete"
+    marks.mkdir(parents=True)
+    name = urlsafe_b64encode(f"results/data/shards/{killed}".encode()).decode()
+    (marks / name).write_text("")
+    status = data_status(config, tmp_path)
+    assert status.files == {"done": 0, "running": 0, "failed": 1, "pending": 1}
+    (line,) = status.failed
+    assert line.startswith(f"{killed}: stopped without an error (killed")
+    assert "1 of 1 file(s) finished, kept for the re-run" in line

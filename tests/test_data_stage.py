@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -98,8 +99,14 @@ def test_a_bad_file_fails_its_own_job_in_one_line_and_keeps_the_others(tmp_path)
     bad.write_text('{"text": "fine", "meta": {"pile_set_name": "Github"}}\n{"text": "no domain"}\n')
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = snakemake(workdir, STATS, "--keep-going", config=pile_config(tmp_path, corpus))
+    config = pile_config(tmp_path, corpus)
+    result = snakemake(workdir, STATS, "--keep-going", "--retries", "1", config=config)
     assert result.returncode != 0
+    # a retry (SLURM's time limit, say) asks for more time: attempt × the job's runtime
+    runtimes = re.findall(
+        r"rule prepare_group:(?:\n .*)*?\n\s+resources: .*runtime=(\d+)", result.stderr
+    )
+    assert [int(r) for r in runtimes].count(20) == 1 and [int(r) for r in runtimes].count(10) == 2
     (log,) = [p for p in (workdir / "logs/data/prepare").glob("01-*.log")]
     lines = log.read_text().strip().splitlines()
     assert lines == [
@@ -126,3 +133,65 @@ def test_max_tokens_adds_a_survey_and_records_the_full_size(tmp_path):
     assert ((train["tokens"] > 15_000) & (train["tokens"] < 60_000)).all()  # ~33k (+10%)
     assert (train["estimated_tokens"] > 4 * train["tokens"]).all()
     assert (workdir / "results/data/survey.json").is_file()
+
+
+def test_adding_a_file_under_max_tokens_reruns_only_its_job_and_the_fan_in(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for k in range(3):
+        write_part(corpus / f"{k:02d}.jsonl.zst", k, docs=300)
+    config = pile_config(tmp_path, corpus, max_tokens=20_000)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, STATS, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    write_part(corpus / "03.jsonl.zst", 3, docs=300)
+    dry = snakemake(workdir, STATS, "--dry-run", config=config)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert jobs_planned(dry.stdout + dry.stderr) == {"prepare_group": 1, "collect_shards": 1}
+    result = snakemake(workdir, STATS, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = pd.read_parquet(workdir / STATS).set_index(["split", "domain"]).loc["train"]
+    assert (abs(train["tokens"] - 20_000) <= 4).all()  # each domain cut to its target
+    index = json.loads((workdir / "results/data/train/github.json").read_text())
+    assert len(index["shards"]) == 4
+
+
+def test_a_misspelt_domain_stops_the_run_before_any_proxy(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_part(corpus / "00.jsonl.zst", 0)
+    config = pile_config(tmp_path, corpus, domains=["Pile-CC", "Wikipedia (en)", "Git hub"])
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, config=config)
+    assert result.returncode != 0
+    log = (workdir / "logs/data/collect_shards.log").read_text().strip().splitlines()
+    assert log[-1] == (
+        "regmix: error: config key corpus.domains: no domain 'git_hub' in the corpus (its "
+        "domains: 'Github', 'Pile-CC', 'Wikipedia (en)'); did you mean 'Github'?"
+    )
+    assert not (workdir / "results/proxy").exists() and not (workdir / STATS).exists()
+
+
+def test_a_killed_data_job_resumes_and_leaves_nothing_behind(prepared, tmp_path):
+    source, config = prepared
+    workdir = tmp_path / "work"
+    shutil.copytree(source, workdir)
+    shards = workdir / "results/data/shards"
+    group = sorted(shards.iterdir())[0]
+    # What a SIGKILL leaves once Snakemake deleted the declared output: the finished files in
+    # the partial folder, and the file being read (here: half-written shards) in a staging one.
+    partial = shards / f".{group.name}.partial"
+    (finished,) = [p for p in group.iterdir() if p.is_dir()]
+    shutil.copytree(finished, partial / finished.name)
+    staging = partial / ".zz-000000.staging-4242"
+    shutil.copytree(finished / "train", staging / "train")
+    shutil.rmtree(group)
+    (workdir / STATS).unlink()
+    result = snakemake(workdir, STATS, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (workdir / f"logs/data/prepare/{group.name}.log").read_text()
+    assert "1 of 1 file(s) finished by an earlier attempt, kept" in log
+    assert not list(shards.glob(".*"))
+    assert (group / "group.json").is_file()

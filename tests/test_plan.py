@@ -126,7 +126,9 @@ def test_disk_from_prepared_data(tmp_path, data_dir):
     stats = pd.read_parquet(data_dir / "stats.parquet")
     assert plan.corpus.exact
     assert disk["token shards"] == 2 * int(stats["tokens"].sum())  # uint16 ids
-    assert disk["token shards"] == sum(p.stat().st_size for p in data_dir.glob("shards/*/*/*.bin"))
+    assert disk["token shards"] == sum(
+        p.stat().st_size for p in data_dir.glob("shards/*/*/*/*.bin")
+    )
     params = plan.final.cost.model.total_params
     assert plan.final.cost.checkpoint_bytes == 12 * params + CHECKPOINT_EXTRA_BYTES
     assert disk["exported models"] == 2 * 6 * 4 * params  # published + kept, 6 models

@@ -4,6 +4,8 @@ one line naming the key or file, a non-zero exit, within seconds, and no job sta
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -25,6 +27,7 @@ from regmix.workflow.config import (
 )
 from regmix.workflow.preflight import (
     check_device_split,
+    check_evaluation,
     check_training_settings,
     check_workflow,
     corpus_domains,
@@ -104,7 +107,7 @@ CASES = {
     "evaluation data offline": (  # this machine's Hugging Face cache has no hellaswag
         {"evaluation": {"enabled": True, "tasks": ["hellaswag"]}},
         "config key evaluation.tasks: hellaswag: task hellaswag: dataset Rowan/hellaswag is "
-        "neither local nor in the Hugging Face cache",
+        "neither local nor in the Hugging Face datasets cache",
     ),
 }
 SCHEMA_CASES = ("regressor", "compared regressor", "renamed key")
@@ -153,9 +156,37 @@ def test_the_schema_and_the_renamed_keys_reject_before_the_checks(case):
         tiny(overrides)
 
 
+def test_evaluation_is_on_for_the_demo_and_off_for_a_corpus_of_yours(tmp_path, corpus_dir):
+    """`evaluation.enabled: auto`, the default, is settled once for every reader of the config:
+    on for the synthetic demo (when lm-eval is installed), off for a user's corpus unless set."""
+    lm_eval = importlib.util.find_spec("lm_eval") is not None
+    assert load_config()["evaluation"]["enabled"] is lm_eval
+    user = tmp_path / "user.yaml"
+    user.write_text(f"corpus: {{path: {corpus_dir}}}\n")
+    assert load_config([user])["evaluation"]["enabled"] is False
+    user.write_text(f"corpus: {{path: {corpus_dir}}}\nevaluation: {{enabled: 'true'}}\n")
+    assert load_config([user])["evaluation"]["enabled"] is True  # as --config passes it
+    with pytest.raises(RegmixError, match=r"evaluation.enabled: 'sometimes' is not one of"):
+        tiny({"evaluation": {"enabled": "sometimes"}})
+
+
+def test_the_demo_without_lm_eval_runs_without_evaluation(monkeypatch):
+    from regmix.workflow import config as workflow_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        workflow_config.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "lm_eval" else real(name, *args),
+    )
+    assert load_config()["evaluation"]["enabled"] is False
+    with pytest.raises(RegmixError, match="evaluation.enabled: lm-eval is not installed"):
+        check_evaluation({"enabled": True, "tasks": [], "continuation": {"examples": 8}}, Path())
+
+
 def test_a_near_miss_gets_a_suggestion(tmp_path):
-    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean target?")
-    assert "did you mean tinyllama_1M" in error_of(
+    assert error_of(tiny({"target": "tagret"}), tmp_path).endswith("did you mean 'target'?")
+    assert "did you mean 'tinyllama_1M'" in error_of(
         tiny({"proxy": {"model": "tinyllama_2M"}}), tmp_path
     )
 
@@ -499,3 +530,39 @@ def test_an_unknown_file_in_a_field_corpus_stops_the_run(tmp_path):
     (tmp_path / "01.txt").write_text("stray")
     config = tiny({"corpus": {"path": str(tmp_path), "domain_field": "meta.set"}})
     assert re.search(r"corpus.path: .*01\.txt: not a corpus file", error_of(config, tmp_path))
+
+
+def test_a_field_corpus_without_validation_files_needs_valid_fraction(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train/00.jsonl").write_text('{"text": "x", "meta": {"set": "Pile-CC"}}\n')
+    config = tiny({"corpus": {"path": str(tmp_path), "domain_field": "meta.set"}})
+    assert "corpus has no validation data (no folder or file named val" in error_of(
+        config, tmp_path
+    )
+    (tmp_path / "val.jsonl").write_text('{"text": "y", "meta": {"set": "Pile-CC"}}\n')
+    config["target"] = "pile_cc"
+    check_workflow(config, tmp_path)
+
+
+def test_a_misspelt_domain_of_a_prepared_field_corpus_stops_at_parse_time(tmp_path):
+    from regmix.data.corpus import ReadOptions
+    from regmix.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [{"text": f"doc {i} " * 40, "meta": {"set": s}} for i in range(20) for s in NAMES]
+    (corpus / "00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    options = ReadOptions("meta.set", valid_fraction=0.2)
+    prepare_corpus(corpus, tmp_path / "results/data", "byte", options=options)
+    field = {"path": str(corpus), "domain_field": "meta.set", "valid_fraction": 0.2}
+    config = tiny({"corpus": {**field, "domains": ["Pile-CC", "Stack Exchange"]}})
+    config["target"] = "Pile-CC"
+    config["final"].update(steps=1, batch_size=1)  # no cap to check: names only
+    resolve_domain_names(config)
+    assert error_of(config, tmp_path) == (
+        "config key corpus.domains: no domain 'stack_exchange' in the corpus (its domains: "
+        "'Pile-CC', 'StackExchange'); did you mean 'StackExchange'?"
+    )
+
+
+NAMES = ("Pile-CC", "StackExchange")

@@ -23,7 +23,10 @@ def domain_ids(data_dir, split, domain):
 
 def test_stats_match_shards_and_indexes(data_dir):
     stats = pd.read_parquet(data_dir / "stats.parquet")
-    columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
+    columns = [
+        *("domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"),
+        "fingerprint",
+    ]
     assert list(stats.columns) == columns
     for row in stats.itertuples():
         meta = json.loads((data_dir / row.split / f"{row.domain}.json").read_text())
@@ -175,7 +178,7 @@ def test_cli_prepares_a_pile_layout_sample(tmp_path):
     assert (tmp_path / "data" / "survey.json").is_file()
 
 
-def test_the_survey_scales_a_sample_from_the_head_of_every_file(tmp_path):
+def test_the_survey_scales_a_sample_spread_over_every_file(tmp_path):
     from regmix.data.survey import survey_corpus
 
     write_pile(tmp_path / "pile", files=4, docs=4000)
@@ -183,8 +186,117 @@ def test_the_survey_scales_a_sample_from_the_head_of_every_file(tmp_path):
     full = prepare_corpus(tmp_path / "pile", tmp_path / "full", "byte", options=options)
     survey = survey_corpus(tmp_path / "pile", options, "byte", 1_500_000, 10**9, tmp_path / "s")
     truth = full.set_index("domain")["tokens"]
-    # ~1.5 MB of ~3.5 MB read; the readers' buffers (~40 kB per file) make the estimate a
-    # little low when a file's share of the sample is this small
+    # ~1.5 MB of ~3.5 MB sampled
     for domain, estimate in survey["domains"].items():
         assert estimate["sampled_text_bytes"] < 0.5 * truth[domain]
         assert 0.8 < estimate["estimated_tokens"] / truth[domain] < 1.25
+
+
+def write_sorted(folder, files: int, per_domain: dict[str, int], seed: int = 0) -> dict[str, int]:
+    """A corpus sorted by domain: each .jsonl.zst file holds one domain after another (as
+    corpora sorted by source ship); returns each domain's text bytes."""
+    import zstandard
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = dict.fromkeys(per_domain, 0)
+    for k in range(files):
+        lines = []
+        for name, docs in per_domain.items():
+            for i in range(docs):
+                letters = rng.integers(97, 123, size=(int(rng.integers(20, 60)), 4), dtype=np.uint8)
+                text = f"{name} {k}-{i} " + " ".join(bytes(row).decode() for row in letters)
+                sizes[name] += len(text.encode())
+                lines.append(json.dumps({"text": text, "meta": {"pile_set_name": name}}))
+        data = ("\n".join(lines) + "\n").encode()
+        (folder / f"{k:02d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    return sizes
+
+
+def test_max_tokens_on_a_corpus_sorted_by_domain_prepares_each_domains_target(tmp_path, capfd):
+    # Pile-CC first in every file, then Wikipedia, then a small Github: a survey reading the
+    # head of each file would see Pile-CC only.
+    per_domain = {"Pile-CC": 600, "Wikipedia (en)": 600, "Github": 60}
+    sizes = write_sorted(tmp_path / "pile", 4, per_domain)
+    options = ReadOptions(domain_field="meta.pile_set_name")
+    stats = prepare_corpus(
+        tmp_path / "pile",
+        tmp_path / "data",
+        "byte",
+        options=options,
+        max_tokens=150_000,
+        bytes_per_job=1,
+        sample_bytes=400_000,
+    )
+    train = stats[stats["split"] == "train"].set_index("domain")
+    survey = json.loads((tmp_path / "data" / "survey.json").read_text())["domains"]
+    for domain, truth in [("pile_cc", sizes["Pile-CC"]), ("wikipedia_en", sizes["Wikipedia (en)"])]:
+        full = truth + 600 * 4  # byte tokens: text bytes + one EOS per document
+        assert 0.9 < survey[domain]["estimated_tokens"] / full < 1.1
+        assert train.loc[domain, "estimated_tokens"] == full  # counted, not estimated
+        assert abs(train.loc[domain, "tokens"] - 150_000) <= 4  # cut to the target
+    github = sizes["Github"] + 60 * 4
+    assert train.loc["github", "tokens"] == train.loc["github", "estimated_tokens"] == github
+    index = json.loads((tmp_path / "data" / "train" / "pile_cc.json").read_text())
+    assert all(0 < s["use"] < s["tokens"] for s in index["shards"])
+    assert "warning" not in capfd.readouterr().err
+
+
+def test_a_domain_short_of_its_target_is_named_in_a_warning(tmp_path, capfd):
+    from regmix.data.collect import collect_shards
+    from regmix.data.corpus import open_corpus
+    from regmix.data.shards import prepare_group
+
+    write_sorted(tmp_path / "pile", 2, {"Pile-CC": 400, "Github": 400})
+    files, options = open_corpus(tmp_path / "pile", ReadOptions(domain_field="meta.pile_set_name"))
+    # a survey that underestimated Github's share: its sample holds about a fifth of it
+    group = tmp_path / "shards" / "g-000000"
+    prepare_group(files, group, "byte", options, keep={"pile_cc": 1.0, "github": 0.2})
+    stats = collect_shards([group], tmp_path, max_tokens=40_000).set_index("domain")
+    assert stats.loc["pile_cc", "tokens"] == 40_000
+    err = capfd.readouterr().err
+    assert "warning: train domain 'github'" in err and "short" in err
+    assert "warning: train domain 'pile_cc'" not in err
+
+
+def test_the_parquet_survey_divides_by_all_rows(tmp_path):
+    from regmix.data.survey import survey_corpus
+
+    rows = 4000
+    texts = [f"document {i} " + "word " * 40 for i in range(rows)]
+    source = ["Github" if i % 4 == 0 else "ArXiv" for i in range(rows)]
+    (tmp_path / "corpus").mkdir()
+    pd.DataFrame({"text": texts, "source": source}).to_parquet(
+        tmp_path / "corpus" / "train-00000-of-00001.parquet", row_group_size=500
+    )
+    options = ReadOptions(domain_field="source", domains=frozenset({"github"}))
+    survey = survey_corpus(tmp_path / "corpus", options, "byte", 20_000, 10**9, tmp_path / "s")
+    truth = sum(len(t) for t, s in zip(texts, source, strict=True) if s == "Github")
+    estimate = survey["domains"]["github"]["estimated_text_bytes"]
+    assert 0.9 < estimate / truth < 1.1  # not 4x too low (kept rows over all rows)
+
+
+def test_bad_text_never_kills_a_data_command(tmp_path):
+    """A lone surrogate (valid JSON) in the tokenizer's sample, the survey and a data job."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [
+        json.dumps({"text": f"text number {i} " * 20, "meta": {"src": "a"}}) for i in range(300)
+    ]
+    lines.insert(5, '{"text": "scraped \\ud800 text \\udfff", "meta": {"src": "a"}}')
+    (corpus / "00.jsonl").write_text("\n".join(lines) + "\n")
+    reading = ["--corpus", str(corpus), "--domain-field", "meta.src"]
+    regmix = [sys.executable, "-m", "regmix.cli"]
+    tokenizer = tmp_path / "tokenizer.json"
+    commands = [
+        ["train-tokenizer", *reading, "--tokenizer", "bpe:300", "--out", str(tokenizer)],
+        ["survey-corpus", *reading, "--tokenizer", str(tokenizer), "--max-tokens", "1000"],
+        ["prepare-group", *reading, "--tokenizer", str(tokenizer), "--out", str(tmp_path / "g")],
+    ]
+    commands[1] += ["--out", str(tmp_path / "survey.json")]
+    for command in commands:
+        result = subprocess.run([*regmix, *command], capture_output=True, text=True)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "1 records with text UTF-8 cannot carry repaired" in result.stderr
+    group = json.loads((tmp_path / "g" / "group.json").read_text())
+    assert group["repaired"] == 1 and group["documents"] == 301

@@ -127,7 +127,8 @@ def test_downstream_section_gives_scores_paired_intervals_and_rank_correlation(t
             {"model": model, "task": "cont", "metric": m, "value": acc, "stderr": stderr}
             for m in ("acc", "acc_norm")
         ]
-    pd.DataFrame(rows).assign(samples=300).to_parquet(tmp_path / "downstream.parquet")
+    table = pd.DataFrame(rows).assign(samples=300, group="cont")
+    table.to_parquet(tmp_path / "downstream.parquet")
     losses = {"regmix": 1.0, "heldout01": 1.1, "prior": 1.2, "uniform": 1.3}
     summary = pd.DataFrame({"run": list(losses), "target_loss": list(losses.values())})
     report = read_downstream(tmp_path / "downstream.parquet", samples, summary)

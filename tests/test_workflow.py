@@ -31,7 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_data_stage_writes_shards_and_stats(finished):
     stats = pd.read_parquet(finished / "results/data/stats.parquet")
     columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
-    assert list(stats.columns) == columns
+    assert list(stats.columns) == [*columns, "fingerprint"]
     assert (finished / "results/corpus/planted.yaml").is_file()
     for row in stats.itertuples():
         data = finished / "results/data"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from regmix.cli.args import add_threads_argument, dataclass_from, json_object, name_list
@@ -52,17 +52,23 @@ def add_reading_arguments(p: argparse.ArgumentParser) -> None:
         "--valid-fraction",
         type=float,
         default=0.0,
-        help="hold out this share of documents outside valid/ (by a hash of the text)",
+        help="where the corpus has no validation file, hold out this share of the train "
+        "documents (by a hash of the text)",
     )
 
 
 def reading_options(args: argparse.Namespace):
-    from regmix.data.corpus import ReadOptions
+    """The ReadOptions of the reading flags: the same function as for the config's keys."""
+    from regmix.data.corpus import read_options
 
-    if not 0 <= args.valid_fraction < 1:
-        raise RegmixError(f"--valid-fraction {args.valid_fraction}: expected 0 <= f < 1")
-    domains = frozenset(args.domains) if args.domains and args.domain_field else None
-    return ReadOptions(args.domain_field or None, args.missing_domain, args.valid_fraction, domains)
+    return read_options(
+        {
+            "domain_field": args.domain_field,
+            "missing_domain": args.missing_domain,
+            "valid_fraction": args.valid_fraction,
+            "domains": args.domains,
+        }
+    )
 
 
 def pin_tokenizer_threads(threads: int) -> None:
@@ -156,17 +162,16 @@ def add_prepare_group(commands: argparse._SubParsersAction) -> None:
 
 
 def _prepare_group(args: argparse.Namespace) -> None:
-    from regmix.data.corpus import discover
+    from regmix.data.corpus import open_corpus
     from regmix.data.shards import prepare_group
 
     pin_tokenizer_threads(args.threads or 1)
-    options = reading_options(args)
+    keep = None
     if args.survey is not None:
         from regmix.data.survey import keep_fractions
 
-        options = replace(options, keep=keep_fractions(args.survey))
-    domains = args.domains if not args.domain_field else None
-    files = discover(args.corpus, domains, args.domain_field)
+        keep = keep_fractions(args.survey)
+    files, options = open_corpus(args.corpus, reading_options(args))
     if args.files:
         wanted = {path.resolve() for path in args.files}
         files = [f for f in files if f.path.resolve() in wanted]
@@ -174,7 +179,7 @@ def _prepare_group(args: argparse.Namespace) -> None:
             found = {f.path.resolve() for f in files}
             missing = sorted(str(p) for p in wanted - found)
             raise RegmixError(f"{missing[0]}: not a file of the corpus {args.corpus}")
-    prepare_group(files, args.out, args.tokenizer, options)
+    prepare_group(files, args.out, args.tokenizer, options, keep)
 
 
 def add_survey_corpus(commands: argparse._SubParsersAction) -> None:
@@ -210,18 +215,30 @@ def add_collect_shards(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "collect-shards",
         help="index the groups' token shards per domain and write stats.parquet (fan-in)",
+        description="Index every prepared group's per-file shards per (split, domain), cut "
+        "each train domain to --max-tokens, write the domain indexes (with their fingerprints), "
+        "stats.parquet and domains.json; check the target and --domains against the domains "
+        "the corpus holds.",
     )
     p.add_argument("--groups", type=Path, nargs="+", required=True, help="prepared group folders")
     p.add_argument("--out", type=Path, required=True, help="the data folder")
     p.add_argument("--target", default=None, help="check that the target has validation data")
+    p.add_argument(
+        "--domains",
+        type=name_list,
+        default=None,
+        help="corpus.domains: check that each is a domain of the corpus",
+    )
+    p.add_argument("--max-tokens", type=int, default=None, help="train tokens per domain")
     p.set_defaults(handler=_collect_shards)
 
 
 def _collect_shards(args: argparse.Namespace) -> None:
-    from regmix.data.prepare import collect_shards
+    from regmix.data.collect import DOMAIN_NAMES, collect_shards
     from regmix.data.stats import valid_domains
+    from regmix.workflow.preflight import check_domain_names, check_target
 
-    stats = collect_shards(args.groups, args.out)
+    stats = collect_shards(args.groups, args.out, args.max_tokens)
     train = stats[stats["split"] == "train"]
     print(
         f"collect-shards: {len(args.groups)} group(s) -> {len(train)} train and "
@@ -229,10 +246,11 @@ def _collect_shards(args: argparse.Namespace) -> None:
         f"(estimated full size of train: {train['estimated_tokens'].sum():,})",
         file=sys.stderr,
     )
+    names = json.loads((args.out / DOMAIN_NAMES).read_text())
+    if args.domains:
+        check_domain_names(args.domains, names)
     if args.target:
-        from regmix.workflow.preflight import check_target
-
-        check_target(args.target, valid_domains(stats))
+        check_target(args.target, valid_domains(stats), names)
 
 
 def add_sample_mixtures(commands: argparse._SubParsersAction) -> None:

@@ -7,17 +7,24 @@ import argparse
 from pathlib import Path
 
 from regmix.cli.args import add_threads_argument, dataclass_from, json_object
+from regmix.cli.data import add_reading_arguments, reading_options
 
 
 def add_continuation_task(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "continuation-task",
-        help="an lm-eval task (YAML + JSON lines) from the target domain's validation documents",
-        description="Cut the target domain's validation documents into a context and its true "
-        "continuation, set among --choices - 1 continuations of other documents of the domain, "
-        "and write an lm-eval multiple-choice task: <out-dir>/task.yaml and data.jsonl.",
+        help="an lm-eval task (YAML + JSON lines) from the target domains' held-out documents",
+        description="Cut the target domains' test documents (where the corpus has a test split "
+        "holding them, read with the data stage's reading flags) or else their validation "
+        "documents (decoded from the data stage's token shards in --data) into a context and "
+        "its true continuation, set among --choices - 1 continuations of other documents, and "
+        "write an lm-eval multiple-choice task: <out-dir>/task.yaml and data.jsonl.",
     )
-    p.add_argument("--corpus", type=Path, required=True, help="<corpus>/valid/<domain>-<k>.*")
+    add_reading_arguments(p)
+    p.add_argument("--data", type=Path, required=True, help="the prepared data (results/data)")
+    p.add_argument(
+        "--tokenizer", default="byte", help="'byte' or the tokenizer.json the shards were made with"
+    )
     p.add_argument("--target", required=True, help="a domain, mean, or a:0.5,b:0.5")
     p.add_argument("--examples", type=int, default=200, help="at most this many (default 200)")
     p.add_argument("--choices", type=int, default=4, help="choices per example (default 4)")
@@ -37,6 +44,9 @@ def _continuation_task(args: argparse.Namespace) -> None:
 
     write_continuation_task(
         args.corpus,
+        reading_options(args),
+        args.data,
+        args.tokenizer,
         args.target,
         args.out_dir,
         args.examples,
@@ -62,17 +72,23 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
         help='EvalSettings fields (JSON): {"tasks": [...], "num_fewshot", "limit", ...}',
     )
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--gpus", type=int, default=0, help="0: CPU, else the first GPU")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="0: CPU; 1: a GPU taken from the lease training jobs share (CUDA_VISIBLE_DEVICES)",
+    )
     add_threads_argument(p)
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from regmix.evaluation.harness import EvalSettings, evaluate_model
+    from regmix.evaluation.harness import EvalSettings, evaluate_model, granted_device
 
     settings = dataclass_from(EvalSettings, args.settings, "--settings")
-    device = "cuda" if args.gpus > 0 else "cpu"
-    evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
+    with granted_device(args.gpus) as device:
+        evaluate_model(args.model, settings, args.out_dir, threads=args.threads, device=device)
 
 
 def add_collect_downstream(commands: argparse._SubParsersAction) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from regmix.data.corpus import SPLITS
+from regmix.data.corpus import MODEL_SPLITS
 from regmix.errors import RegmixError
 
 
 def index_path(data_dir: str | os.PathLike, split: str, domain: str) -> Path:
-    """A domain's index (regmix.data.prepare): counts, dtype, tokenizer and its shard files."""
+    """A domain's index (regmix.data.collect): counts, dtype, tokenizer and its shard files."""
     return Path(data_dir) / split / f"{domain}.json"
 
 
@@ -101,7 +101,8 @@ def open_domain(data_dir: str | os.PathLike, split: str, domain: str) -> np.ndar
         size = file.stat().st_size // dtype.itemsize
         if size != shard["tokens"]:
             raise RegmixError(f"{file}: {size} tokens, its index says {shard['tokens']}")
-        parts.append(np.memmap(file, dtype=dtype, mode="r") if size else np.empty(0, dtype))
+        use = shard.get("use", size)  # corpus.max_tokens: the share of the file's sample kept
+        parts.append(np.memmap(file, dtype=dtype, mode="r")[:use] if use else np.empty(0, dtype))
     return as_array(parts)
 
 
@@ -109,8 +110,8 @@ def open_shards(
     data_dir: str | os.PathLike, split: str, domains: list[str] | None = None
 ) -> dict[str, np.ndarray | TokenStream]:
     """Memory-map the token shards of `split` (all its domains unless `domains` is given)."""
-    if split not in SPLITS:
-        raise RegmixError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split not in MODEL_SPLITS:
+        raise RegmixError(f"split {split!r}: expected one of {', '.join(MODEL_SPLITS)}")
     domains = split_domains(data_dir, split) if domains is None else domains
     if not domains:
         raise RegmixError(f"{Path(data_dir) / split}: no token shards")
@@ -129,7 +130,7 @@ def vocab_size(data_dir: str | os.PathLike) -> int:
     """The tokenizer's vocabulary size (EOS included), read from the shards' sidecars."""
     sizes = {
         read_index(index)["vocab_size"]
-        for split in SPLITS
+        for split in MODEL_SPLITS
         for index in (Path(data_dir) / split).glob("*.json")
     }
     if len(sizes) != 1:

@@ -1,10 +1,14 @@
-"""How big is each domain? A sample of every file, scaled up, for `corpus.max_tokens`.
+"""How big is each domain? A sample spread over every file, scaled up, for `corpus.max_tokens`.
 
-Reads the same share of text from the start of every file, notes how far into the file (on
-disk, or in rows for parquet) that got, and scales each domain's sampled text by the file's
-size over the part read. Encoding a slice of each domain's sample gives its tokens per byte.
-The keep fraction of a domain is then `max_tokens / estimated tokens` (capped at 1), with a
-10% margin so that the hash sample (regmix.data.corpus) rarely falls short of max_tokens.
+Each train file gives the same share of `sample_bytes`, about one record in k spread over the
+whole file (k from the file's size; regmix.data.readers.chosen), so that a domain's place in
+the file (corpora sorted by source are common) does not bias its estimate. A domain's text in
+the file is estimated as its sampled text × the file's records / the records sampled (all
+records: those of other domains or left out count in the denominator too). Encoding a slice of
+each domain's sample gives its tokens per byte. The keep share of a domain is then
+`max_tokens / estimated tokens` (capped at 1) with a margin: each data job tokenizes that hash
+sample, and the fan-in (regmix.data.collect) cuts it to exactly max_tokens from every
+document's counted size.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from regmix.data.corpus import ReadOptions, discover, documents
+from regmix.data.corpus import CorpusFile, Document, ReadOptions, documents, open_corpus
+from regmix.data.groups import TEXT_PER_DISK_BYTE
 from regmix.data.readers import Progress
 from regmix.data.tokenize import load_tokenizer
+from regmix.errors import RegmixError
 from regmix.files import write_json
 
 MARGIN = 1.1
@@ -27,15 +32,42 @@ ENCODE_BYTES = 2_000_000
 """Text per domain encoded to measure its tokens per byte."""
 
 
-def _read_share(path: Path, consumed: int, rows: int, finished: bool) -> float:
-    """The share of a file that the sample read (`consumed` bytes on disk, `rows` records):
-    1 when it read all of it."""
-    if finished:
-        return 1.0
-    if path.name.endswith(".parquet"):
-        total = pq.ParquetFile(path).metadata.num_rows
-        return min(rows / total, 1.0) if total else 1.0
-    return min(max(consumed, 1) / max(path.stat().st_size, 1), 1.0)
+def stride(file: CorpusFile, quota: int) -> int:
+    """Take every k-th record of `file` for about `quota` bytes of text: k from its size on
+    disk (times how much text a byte of it holds)."""
+    ratio = next((r for ext, r in TEXT_PER_DISK_BYTE.items() if file.path.name.endswith(ext)), 1)
+    return max(1, int(file.path.stat().st_size * ratio // max(quota, 1)))
+
+
+def sampled_documents(file: CorpusFile, options: ReadOptions, quota: int) -> tuple[list, float]:
+    """The train documents of a spread sample of `file`, and what scales them to the whole
+    file (its records over the records sampled)."""
+    every = stride(file, quota)
+    while True:
+        progress = Progress()
+        sample = documents(file, options, None, progress, every=every)
+        sample = [d for d in sample if d.split == "train"]
+        if progress.sampled or every == 1:
+            return sample, progress.records / max(progress.sampled, 1)
+        every = 1  # no record chosen (a file of a few long records): read them all
+
+
+def spread_sample(
+    files: list[CorpusFile], options: ReadOptions, sample_bytes: int
+) -> Iterator[Document]:
+    """Train documents, about the same share of `sample_bytes` from every train file, each
+    spread over its file (for the tokenizer's training text)."""
+    train = [f for f in files if f.split == "train"]
+    quota = sample_bytes // max(len(train), 1)
+    for file in train:
+        taken = 0
+        for document in documents(file, options, every=stride(file, quota)):
+            if document.split != "train":
+                continue
+            yield document
+            taken += document.size
+            if taken >= quota:
+                break
 
 
 def survey_corpus(
@@ -50,44 +82,25 @@ def survey_corpus(
     documents that `max_tokens` needs; write it as JSON to `out` and return it."""
     started = time.perf_counter()
     encoder = load_tokenizer(tokenizer)
-    files = [f for f in discover(corpus, None, options.domain_field) if f.split != "valid"]
+    files, options = open_corpus(corpus, options)
+    files = [f for f in files if f.split == "train"]
     quota = sample_bytes // max(len(files), 1)
     sampled: dict[str, float] = {}
     estimated: dict[str, float] = {}
     texts: dict[str, list[str]] = {}
-    text_bytes: dict[str, int] = {}
-    """Characters kept per domain in `texts` (to stop at ENCODE_BYTES without re-summing)."""
+    encode_bytes: dict[str, int] = {}
     for file in files:
-        progress = Progress()
-        taken = rows = 0
-        per_domain: dict[str, int] = {}
-        finished = True
-        consumed = 0
-        for document in documents(file, options, None, progress):
-            rows += 1
-            if document.split != "train":
-                continue
-            size = len(document.text.encode("utf-8", "surrogatepass"))
-            per_domain[document.domain] = per_domain.get(document.domain, 0) + size
-            if text_bytes.get(document.domain, 0) < ENCODE_BYTES:
-                texts.setdefault(document.domain, []).append(document.text)
-                text_bytes[document.domain] = text_bytes.get(document.domain, 0) + len(
-                    document.text
-                )
-            taken += size
-            if taken >= quota:
-                # Before the reader closes its file: how far into it the sample got.
-                consumed = progress.bytes_read
-                finished = False
-                break
-        share = _read_share(file.path, consumed if not finished else 0, rows, finished)
-        for domain, size in per_domain.items():
-            sampled[domain] = sampled.get(domain, 0) + size
-            estimated[domain] = estimated.get(domain, 0) + size / share
+        sample, scale = sampled_documents(file, options, quota)
+        for document in sample:
+            domain = document.domain
+            sampled[domain] = sampled.get(domain, 0) + document.size
+            estimated[domain] = estimated.get(domain, 0) + document.size * scale
+            if encode_bytes.get(domain, 0) < ENCODE_BYTES:
+                texts.setdefault(domain, []).append(document.text)
+                encode_bytes[domain] = encode_bytes.get(domain, 0) + document.size
     domains = {}
     for domain in sorted(estimated):
-        sample = texts[domain]
-        per_byte = len(encoder.encode(sample)) / max(sum(len(t.encode()) for t in sample), 1)
+        per_byte = len(encoder.encode(texts[domain])) / max(encode_bytes[domain], 1)
         tokens = estimated[domain] * per_byte
         domains[domain] = {
             "sampled_text_bytes": int(sampled[domain]),
@@ -112,8 +125,6 @@ def survey_corpus(
 
 def keep_fractions(path: str | os.PathLike) -> dict[str, float]:
     """The per-domain keep fractions of a survey.json."""
-    from regmix.errors import RegmixError
-
     try:
         survey = json.loads(Path(path).read_text())
         return {d: float(v["keep"]) for d, v in survey["domains"].items()}

@@ -34,6 +34,10 @@ class ByteTokenizer:
         ids[ids == 0xFF] = BYTE_EOS
         return ids
 
+    def decode(self, ids: np.ndarray) -> str:
+        """The text of one document's ids (no EOS)."""
+        return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+
 
 class HFTokenizer:
     """A Hugging Face `tokenizers` model loaded from a tokenizer.json."""
@@ -67,6 +71,10 @@ class HFTokenizer:
             out[position + length - 1] = self.eos_id
             position += length
         return out
+
+    def decode(self, ids: np.ndarray) -> str:
+        """The text of one document's ids (no EOS), as the tokenizer's decoder gives it."""
+        return self.tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out: str | os.PathLike) -> Path:

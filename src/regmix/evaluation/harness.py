@@ -2,13 +2,17 @@
 
 lm-eval is called through its Python API (`simple_evaluate` with a `TaskManager` over the
 include paths), with its `hf` model on the folder exactly as exported: nothing is added by hand.
-The job runs offline: every task's data is local or already cached (preflight checked it).
+The job runs offline: every task's data is local or already cached (preflight checked it). It
+runs on the GPU it leases as training jobs do (regmix.training.devices), or on the CPU.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,34 @@ class EvalSettings:
     """Requests scored together."""
     seed: int = 0
     """lm-eval's seeds (few-shot sampling, any sampling in generation)."""
+
+
+@contextmanager
+def granted_device(gpus: int) -> Iterator[str]:
+    """The torch device an evaluation job scores on, held for the block: with `gpus` >= 1 the
+    GPU it takes from the lease training jobs share (so jobs on one machine never share a GPU:
+    Snakemake's `--resources gpu=N` only counts), else the CPU, with every GPU hidden.
+
+    Enter it before anything initialises CUDA (lm-eval's import does not).
+    """
+    from regmix.training.devices import VISIBLE, gpu_lease
+
+    if gpus == 0:
+        os.environ[VISIBLE] = ""  # a CPU job on a GPU machine must not wander onto GPU 0
+        yield "cpu"
+        return
+    with gpu_lease(gpus) as ids:
+        import torch
+
+        if torch.cuda.is_available():
+            yield "cuda"  # the first (only) GPU left visible: the leased one
+        else:  # a cluster's GPU count without CUDA here: score on the CPU, and say so
+            granted = ",".join(ids)
+            print(
+                f"regmix: granted GPU {granted} but CUDA is not available; scoring on CPU",
+                file=sys.stderr,
+            )
+            yield "cpu"
 
 
 def evaluate_model(

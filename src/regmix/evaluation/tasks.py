@@ -5,12 +5,15 @@ files or folders. Paths go to lm-eval as its include path; names come from lm-ev
 tasks. Before any job starts, preflight resolves every entry here without building lm-eval's
 task index (which parses ~15,000 YAML files and takes ~10 s of CPU): a text search finds the
 few files that mention a name, and only those are parsed. A task's data must be local files or
-already in the Hugging Face cache: evaluation jobs run offline (HF_DATASETS_OFFLINE=1).
+prepared in the `datasets` cache, checked file by file: evaluation jobs run offline
+(HF_DATASETS_OFFLINE=1), where `load_dataset` reads nothing else.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -67,14 +70,14 @@ def task_name(config: dict, where: str) -> str:
 
 
 def folder_tasks(folder: Path) -> list[dict]:
-    """The tasks a folder defines: its groups, and the tasks no group there lists."""
+    """The tasks a folder defines: the groups and tasks that no group there lists (a group
+    runs its members, nested groups included; naming a member again would run it twice)."""
     configs = [load_task_yaml(path) for path in sorted(folder.rglob("*.y*ml"))]
-    groups = [c for c in configs if "group" in c]
-    grouped = {_member_name(m) for g in groups for m in _members(g)}
-    tasks = [c for c in configs if "group" not in c and c.get("task") not in grouped]
-    if not groups and not tasks:
+    listed = {_member_name(m) for c in configs if "group" in c for m in _members(c)}
+    top = [c for c in configs if c.get("group", c.get("task")) not in listed]
+    if not top:
         raise RegmixError(f"evaluation task {folder}: no task YAML in this folder")
-    return groups + tasks
+    return [c for c in top if "group" in c] + [c for c in top if "group" not in c]
 
 
 class _TaskLoader(yaml.SafeLoader):
@@ -169,12 +172,71 @@ class LmEvalTasks:
 # --- is a task's data at hand offline? -------------------------------------------------------
 
 
-def hf_caches() -> list[Path]:
-    """Where `datasets` finds a Hub dataset offline: the Hub's file cache and its own cache."""
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    datasets_cache = os.environ.get("HF_DATASETS_CACHE")
-    return [Path(hub) if hub else home / "hub", Path(datasets_cache or home / "datasets")]
+def datasets_cache() -> Path:
+    """Where `datasets` keeps the datasets it has prepared (its arrow files): the only place it
+    reads a Hub dataset from offline. A download into the Hub's file cache
+    (`huggingface-cli download`) alone is not read: `load_dataset` goes to the Hub for it."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    return Path(os.environ.get("HF_HOME", Path(xdg) / "huggingface")).expanduser() / "datasets"
+
+
+_UPPER_UPPER = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_LOWER_UPPER = re.compile(r"([a-z\d])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """`datasets.naming.camelcase_to_snakecase`, which names cached datasets and their files
+    (copied: importing `datasets` costs a second of every workflow parse)."""
+    return _LOWER_UPPER.sub(r"\1_\2", _UPPER_UPPER.sub(r"\1_\2", name)).lower()
+
+
+def cached_dataset_problem(source: str, config: str | None, cache: Path) -> str | None:
+    """Why `datasets` could not load the Hub dataset `source` (configuration `config`) from
+    `cache` offline, or None when it can.
+
+    The same look-up as `datasets` offline (load.CachedDatasetModuleFactory and
+    packaged_modules/cache): `<cache>/<namespace>___<snake name>/<config>/<version>/<hash>/`,
+    the newest such folder, whose dataset_info.json lists the splits, every one of which must
+    have its arrow files (`<snake name>-<split>.arrow`, or `-<i>-of-<n>.arrow` shards), since
+    `load_dataset` opens them all.
+    """
+    parts = source.split("/")
+    name = snake_case(parts[-1])
+    root = cache / "___".join([*parts[:-1], name])
+    label = f"dataset {source}" + (f" (configuration {config})" if config else "")
+    folders = [
+        folder
+        for folder in root.glob(f"{glob_escape(config) if config else '*'}/*/*")
+        if (folder / "dataset_info.json").is_file()
+    ]
+    if not folders:
+        return f"{label} is neither local nor in the Hugging Face datasets cache ({root})"
+    folder = max(folders, key=lambda f: f.stat().st_mtime)
+    try:
+        splits = json.loads((folder / "dataset_info.json").read_text())["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{label}: {folder / 'dataset_info.json'} lists no splits (download it again)"
+    for split, info in splits.items():
+        shards = len((info or {}).get("shard_lengths") or []) if isinstance(info, dict) else 0
+        files = (
+            [f"{name}-{split}-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+            if shards > 1
+            else [f"{name}-{split}.arrow"]
+        )
+        for file in files:
+            if not _non_empty(folder / file):
+                return f"{label} is cached without its {split} split ({folder / file} is missing)"
+    return None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _non_empty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def data_problem(config: dict) -> str | None:
@@ -185,17 +247,18 @@ def data_problem(config: dict) -> str | None:
     if not isinstance(source, str):
         return "its YAML names no dataset_path"
     if source in PACKAGED_BUILDERS:
-        missing = [f for f in _data_files(config) if not Path(f).exists()]
-        if missing or not _data_files(config):
-            return f"data file {missing[0] if missing else '(none)'} is not there"
-        return None
-    if Path(source).exists():
-        return None
-    hub, datasets_cache = hf_caches()
-    cached = (hub / f"datasets--{source.replace('/', '--')}").is_dir() or any(
-        datasets_cache.glob(f"{source.replace('/', '___')}*")
-    )
-    return None if cached else f"dataset {source} is neither local nor in the Hugging Face cache"
+        files = _data_files(config)
+        if not files:
+            return "its YAML names no data_files"
+        missing = next((f for f in files if not _data_file_present(f)), None)
+        return None if missing is None else f"data file {missing} is not there (or is empty)"
+    local = Path(source)
+    if local.exists():
+        holds_data = local.is_file() or any(
+            _non_empty(p) for p in local.rglob("*") if not p.name.startswith(".")
+        )
+        return None if holds_data else f"local dataset {source} holds no data file"
+    return cached_dataset_problem(source, config.get("dataset_name"), datasets_cache())
 
 
 def _data_files(config: dict) -> list[str]:
@@ -204,6 +267,13 @@ def _data_files(config: dict) -> list[str]:
         files = list(files.values())
     files = files if isinstance(files, list) else [files] if files else []
     return [f for group in files for f in (group if isinstance(group, list) else [group])]
+
+
+def _data_file_present(pattern: str) -> bool:
+    """A data file, or a glob pattern (which `datasets` accepts) matching at least one."""
+    if any(c in pattern for c in "*?["):
+        return any(_non_empty(Path(p)) for p in glob.glob(pattern, recursive=True))
+    return _non_empty(Path(pattern))
 
 
 def check_tasks(entries: list[str]) -> None:
@@ -237,8 +307,8 @@ def check_tasks(entries: list[str]) -> None:
             if (problem := data_problem(config)) is not None:
                 name = config.get("task", entry)
                 raise RegmixError(
-                    f"{KEY}: {entry}: task {name}: {problem} "
-                    "(evaluation runs offline: download it first, or drop the task)"
+                    f"{KEY}: {entry}: task {name}: {problem} (evaluation runs offline: load it "
+                    "once with datasets.load_dataset where there is internet, or drop the task)"
                 )
 
 

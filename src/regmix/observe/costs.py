@@ -191,10 +191,15 @@ def _corpus_text_bytes(
     field = corpus.get("domain_field")
     held_out = corpus.get("valid_fraction", 0)
     sizes: dict[str, dict[str, int]] = {"train": {}, "valid": {}}
-    for file in discover(path, None if field else domains, field):
+    files = discover(path, None if field else domains, field)
+    if any(f.split == "valid" for f in files):
+        held_out = 0  # valid_fraction applies only where the corpus has no validation file
+    for file in files:
+        if file.split == "test":
+            continue  # never trained or validated on
         domain = file.domain or ALL_DOMAINS
         size = text_bytes(file.path)
-        split = file.split or "train"
+        split = file.split
         parts = {split: size}
         if split == "train" and held_out:
             parts = {"train": round(size * (1 - held_out)), "valid": round(size * held_out)}

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from regmix.data.groups import MEASURED_MB_PER_S, Group, corpus_groups, runtime_minutes
-from regmix.data.shards import GROUP_RECORD
+from regmix.data.shards import FILE_RECORD, GROUP_RECORD, partial_folder
+from regmix.workflow.workdir import Workdir, tail_lines
 
 DATA = Path("results/data")
 LOGS = Path("logs/data/prepare")
@@ -47,32 +48,29 @@ class DataStatus:
     """`group: last log line` for each failed job."""
 
 
-def data_status(config: dict, directory: Path, now: float | None = None) -> DataStatus:
+def data_status(
+    config: dict, directory: Path, now: float | None = None, workdir: Workdir | None = None
+) -> DataStatus:
+    """Each data job's state: done (its group record exists), running (its log was written
+    lately, or Snakemake marks it started while it runs here), failed (its log ends in an
+    error, or it started and stopped without one: killed, cut off with Snakemake), pending."""
     now = time.time() if now is None else now
+    workdir = workdir or Workdir.read(directory)
     status = DataStatus(files=dict.fromkeys(("done", "running", "failed", "pending"), 0))
     status.groups = dict(status.files)
     done_mb = done_s = 0.0
     running_rates = []
     for name, (group, _) in planned_groups(config, directory).items():
         files = len(group.files) if group else 1
-        record = directory / DATA / "shards" / name / GROUP_RECORD
-        log = directory / LOGS / f"{name}.log"
-        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
-        if record.is_file():
-            state = "done"
-            made = json.loads(record.read_text())
-            done_mb += made["text_bytes"] / 1e6
+        state, line = group_state(name, files, directory, workdir, now)
+        if state == "done":
+            made = json.loads((directory / DATA / "shards" / name / GROUP_RECORD).read_text())
+            done_mb += (made["text_bytes"] - made.get("resumed_text_bytes", 0)) / 1e6
             done_s += made["seconds"]
-        elif lines and now - log.stat().st_mtime < FRESH_SECONDS:
-            state = "running"
-            rate = _RATE.search(lines[-1])
-            if rate:
-                running_rates.append(float(rate.group(1)))
-        elif lines and lines[-1].startswith("regmix: error"):
-            state = "failed"
-            status.failed.append(f"{name}: {lines[-1]}")
-        else:
-            state = "pending"
+        elif state == "running" and line and (rate := _RATE.search(line)):
+            running_rates.append(float(rate.group(1)))
+        elif state == "failed":
+            status.failed.append(f"{name}: {line}")
         status.files[state] += files
         status.groups[state] += 1
     if running_rates:
@@ -80,6 +78,34 @@ def data_status(config: dict, directory: Path, now: float | None = None) -> Data
     elif done_s:
         status.megabytes_per_s = done_mb / done_s
     return status
+
+
+def group_state(
+    name: str, files: int, directory: Path, workdir: Workdir, now: float
+) -> tuple[str, str | None]:
+    """One data job's state and the line that says why (its log's last)."""
+    shards = directory / DATA / "shards"
+    if (shards / name / GROUP_RECORD).is_file():
+        return "done", None
+    log = directory / LOGS / f"{name}.log"
+    lines = tail_lines(log)
+    last = lines[-1] if lines else None
+    marked = str(DATA / "shards" / name) in workdir.marks
+    nothing_runs = workdir.used and not workdir.locked  # no Snakemake here: no job of it runs
+    fresh = log.is_file() and now - log.stat().st_mtime < FRESH_SECONDS
+    if not nothing_runs and (fresh or (marked and workdir.locked)):
+        return "running", last
+    if last and last.startswith("regmix: error"):
+        return "failed", last
+    partial = partial_folder(shards / name)
+    if log.is_file() or marked or partial.is_dir():
+        kept = len(list(partial.glob(f"*/{FILE_RECORD}")))
+        said = f"its log ends: {last}" if last else "its log is empty"
+        return "failed", (
+            f"stopped without an error (killed, or cut off with Snakemake); {said}; "
+            f"{kept} of {files} file(s) finished, kept for the re-run"
+        )
+    return "pending", None
 
 
 def status_line(status: DataStatus) -> str:

@@ -282,7 +282,7 @@ def gather(config: dict, directory: str | os.PathLike = ".") -> Snapshot:
         failures=small_stage_failures(workdir),
     )
     snapshot.eta = estimate(runs, config, root, workdir.snakemake)
-    snapshot.data = data_status(config, root, workdir.now)
+    snapshot.data = data_status(config, root, workdir.now, workdir)
     return snapshot
 
 

@@ -2,7 +2,8 @@
 section and its figure.
 
 Scores are each task's headline metric (regmix.evaluation.downstream) ± lm-eval's standard
-error; the average over tasks weights tasks equally. RegMix against a baseline is a paired
+error, a group's (MMLU) as lm-eval aggregates it over its subtasks; the average weights the
+scored tasks and groups equally. RegMix against a baseline is a paired
 comparison on the same examples, bootstrapped, so the interval and P(regmix better) account for
 how few examples a task has. The rank correlation of target loss and downstream average says
 whether the loss we optimised tracks the benchmarks across the final models.
@@ -10,6 +11,7 @@ whether the loss we optimised tracks the benchmarks across the final models.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from regmix.evaluation.downstream import headline, paired_difference, primary_metric, read_samples
+from regmix.evaluation.continuation import describe
+from regmix.evaluation.downstream import (
+    example_weights,
+    headline,
+    paired_difference,
+    read_samples,
+    sample_metrics,
+)
 from regmix.files import atomic_path, read_table
 
 OPTIMUM = "regmix"
@@ -35,6 +44,8 @@ class DownstreamReport:
     """Rank correlation of target loss and downstream average across the final models."""
     spearman_p: float | None
     n_models: int
+    notes: tuple[str, ...] = ()
+    """What a task measures, for tasks that say (regmix's continuation task)."""
 
 
 def average_scores(scores: pd.DataFrame) -> pd.DataFrame:
@@ -52,19 +63,24 @@ def average_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def downstream_report(
-    table: pd.DataFrame, samples: dict[str, Path], summary: pd.DataFrame | None
+    table: pd.DataFrame,
+    samples: dict[str, Path],
+    summary: pd.DataFrame | None,
+    notes: tuple[str, ...] = (),
 ) -> DownstreamReport:
     """Scores, paired comparisons (from each model's samples.jsonl) and the loss ↔ score rank
     correlation (from summary.parquet's target_loss)."""
     scores = headline(table)[["model", "task", "metric", "value", "stderr"]]
     scores = pd.concat([scores, average_scores(scores)], ignore_index=True)
-    metrics = {task: primary_metric(table, task) for task in set(table.task)}
+    metrics = sample_metrics(table)
     per_example = {model: read_samples(path, metrics) for model, path in samples.items()}
     rows = []
     if OPTIMUM in per_example:
+        ours = per_example[OPTIMUM]
+        weights = example_weights(table, OPTIMUM, set(ours.task))
         for baseline in BASELINES:
             if baseline in per_example:
-                diff = paired_difference(per_example[OPTIMUM], per_example[baseline])
+                diff = paired_difference(ours, per_example[baseline], weights)
                 rows.append({"baseline": baseline, **diff})
     comparisons = pd.DataFrame(
         rows, columns=["baseline", "difference", "lower", "upper", "p_better"]
@@ -76,7 +92,7 @@ def downstream_report(
         if len(losses) >= 3:
             result = spearmanr(losses, averages.loc[losses.index])
             rho, p = float(result.statistic), float(result.pvalue)
-    return DownstreamReport(scores, comparisons, rho, p, len(averages))
+    return DownstreamReport(scores, comparisons, rho, p, len(averages), notes)
 
 
 def downstream_lines(report: DownstreamReport) -> list[str]:
@@ -87,8 +103,11 @@ def downstream_lines(report: DownstreamReport) -> list[str]:
     lines = [
         "## Downstream (lm-eval)",
         "",
-        "Each task's headline metric ± standard error; `average` weights tasks equally.",
+        "Each task's headline metric ± standard error (a group's as lm-eval aggregates its "
+        "subtasks); `average` weights these columns equally.",
         "",
+        *(f"- {note}" for note in report.notes),
+        *([""] if report.notes else []),
         "| model | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
         "|" + "---|" * (len(tasks) + 1),
     ]
@@ -106,8 +125,8 @@ def downstream_lines(report: DownstreamReport) -> list[str]:
     if len(report.comparisons):
         lines += [
             "",
-            "RegMix against each baseline on the same examples (average over tasks of the "
-            "per-example difference; 95% bootstrap interval, stratified by task):",
+            "RegMix against each baseline on the same examples (the per-example difference, "
+            "weighted as `average` weighs them; 95% bootstrap interval, stratified by task):",
             "",
             "| baseline | regmix − baseline | 95% interval | P(regmix better) |",
             "|---|---|---|---|",
@@ -169,4 +188,15 @@ def read_downstream(
 ) -> DownstreamReport:
     """The report from downstream.parquet and `<model>/eval/samples.jsonl` files."""
     folders = {Path(s).parent.parent.name: Path(s).parent for s in samples}
-    return downstream_report(read_table(downstream), folders, summary)
+    notes = task_notes(next(iter(folders.values()))) if folders else ()
+    return downstream_report(read_table(downstream), folders, summary, notes)
+
+
+def task_notes(eval_dir: Path) -> tuple[str, ...]:
+    """What each task measures, for the tasks whose YAML says it in its `metadata` (as lm-eval
+    records the configs in results.json): the continuation task's split, domains and size."""
+    path = eval_dir / "results.json"
+    configs = json.loads(path.read_text()).get("configs", {}) if path.is_file() else {}
+    return tuple(
+        note for name, config in sorted(configs.items()) if (note := describe(name, config))
+    )

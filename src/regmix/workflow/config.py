@@ -13,6 +13,7 @@ asks for, and leaves anything that does not convert for validation to report by 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -130,6 +131,8 @@ def coerce(value: Any, schema: Mapping, root: Mapping | None = None) -> Any:
         types = _types(schema)
         if types and "string" not in types and "str" not in types:
             return _scalar(value, types)
+        if value not in schema.get("enum", [value]):  # `enum: [true, false, auto]`
+            return _scalar(value, types - {"string", "str"})
     return value
 
 
@@ -169,7 +172,21 @@ def validate(
         error = errors[0]
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise RegmixError(f"config key {key}: {error.message}")
+    resolve_evaluation(config)
     return config
+
+
+def resolve_evaluation(config: dict) -> None:
+    """`evaluation.enabled: auto` (the default) as true or false, so that every reader of the
+    config sees one answer: on for the synthetic demo corpus (`corpus.path: null`) when lm-eval
+    is installed — tiny models and a continuation task that needs no download —, off for a
+    corpus of yours, whose models may need a GPU to be scored in time and whose tasks are yours
+    to choose (`enabled: true`)."""
+    evaluation = config.get("evaluation")
+    if not isinstance(evaluation, dict) or evaluation.get("enabled") != "auto":
+        return
+    synthetic = (config.get("corpus") or {}).get("path") is None
+    evaluation["enabled"] = synthetic and importlib.util.find_spec("lm_eval") is not None
 
 
 def merge(base: dict, update: Mapping) -> dict:

@@ -34,6 +34,10 @@ TRAINING_SECTIONS = ("proxy", "final")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "intermediate_size")
 """The fields a model shape must give; the rest of ModelConfig has defaults."""
+NO_VALIDATION = (
+    "config key target: the corpus has no validation data (no folder or file named val, "
+    "valid, validation or dev; or set corpus.valid_fraction to hold train documents out)"
+)
 MAX_BPE_VOCAB = 1_000_000
 MIN_BPE_VOCAB = 258  # 256 bytes, the end-of-text token, and at least one merge
 
@@ -72,7 +76,10 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     check_evaluation(config.get("evaluation", {}), workdir)
     stats = current_stats(config["corpus"], workdir, corpus)
     if stats is not None and not corpus.known:  # records name their domains: as prepared
-        check_target(config["target"], _shard_domains(workdir / DATA / "valid"))
+        names = _prepared_names(workdir / DATA)
+        if config["corpus"]["domains"]:
+            check_domain_names(config["corpus"]["domains"], names)
+        check_target(config["target"], _shard_domains(workdir / DATA / "valid"), names)
     if stats is not None:
         check_caps(config, stats)
         check_windows(config, stats)
@@ -126,11 +133,13 @@ def list_corpus(path: Path, corpus: Mapping) -> CorpusDomains:
     except RegmixError as error:
         raise RegmixError(f"config key corpus.path: {error}") from None
     if corpus["domain_field"] is not None:
+        if not any(f.split == "valid" for f in files) and not corpus["valid_fraction"]:
+            raise RegmixError(NO_VALIDATION)
         return CorpusDomains([], [], [f.path for f in files], known=False)
     train = sorted({f.domain for f in files if f.split == "train"})
     valid = sorted({f.domain for f in files if f.split == "valid"})
-    if corpus["valid_fraction"] > 0:
-        valid = sorted({*valid, *train})
+    if corpus["valid_fraction"] > 0 and not valid:  # only where the corpus has no valid files
+        valid = train
     return CorpusDomains(train, valid, [f.path for f in files])
 
 
@@ -180,9 +189,29 @@ def restrict_domains(found: CorpusDomains, domains: list[str] | None, where: str
     return kept
 
 
-def suggestion(name: str, choices: list[str]) -> str:
+def suggestion(name: str, choices: list[str], spelling: Mapping[str, str] | None = None) -> str:
+    """`; did you mean 'x'?` naming the closest of `choices` (as the corpus spells them:
+    `spelling` maps an identifier to the corpus's own name), or nothing."""
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(close)}?" if close else ""
+    shown = [repr((spelling or {}).get(c, c)) for c in close]
+    return f"; did you mean {' or '.join(shown)}?" if close else ""
+
+
+def check_domain_names(domains: list[str], names: Mapping[str, str]) -> None:
+    """Every `corpus.domains` entry (an identifier) is a domain the corpus holds: `names` maps
+    the corpus's own names, as its records spell them, to identifiers (domains.json). A
+    misspelt entry would silently drop a domain."""
+    if not names:
+        return  # RegMix's layout: the file names were checked while Snakemake parsed
+    spelling = {ident: raw for raw, ident in names.items()}
+    known = sorted(spelling)
+    for domain in domains:
+        if domain not in spelling:
+            listed = ", ".join(repr(spelling[k]) for k in known)
+            raise RegmixError(
+                f"config key corpus.domains: no domain {domain!r} in the corpus (its domains: "
+                f"{listed}){suggestion(domain, known, spelling)}"
+            )
 
 
 # --- the tokenizer and the target ---------------------------------------------------------------
@@ -214,12 +243,13 @@ def check_tokenizer(spec: str, workdir: Path) -> None:
         raise RegmixError(f"config key corpus.tokenizer: {error}") from None
 
 
-def check_target(target: str, valid: list[str]) -> None:
-    """Every domain a (plain or weighted) target names has validation data."""
+def check_target(target: str, valid: list[str], names: Mapping[str, str] | None = None) -> None:
+    """Every domain a (plain or weighted) target names has validation data (`names`: the
+    corpus's own names → identifiers, to suggest the corpus's spelling)."""
     from regmix.search.runs import LOSS, parse_target
 
     if not valid:
-        raise RegmixError("config key target: the corpus has no validation data (valid/)")
+        raise RegmixError(NO_VALIDATION)
     if target.strip() != "mean":
         for part in target.split(","):
             name = part.partition(":")[0].strip().removeprefix(LOSS)
@@ -227,7 +257,8 @@ def check_target(target: str, valid: list[str]) -> None:
                 where = "" if name == target.strip() else f"{target!r}: "
                 raise RegmixError(
                     f"config key target: {where}domain {name!r} has no validation data in the "
-                    f"corpus (validation domains: {', '.join(valid)}){suggestion(name, valid)}"
+                    f"corpus (validation domains: {', '.join(valid)})"
+                    f"{suggestion(name, valid, {i: r for r, i in (names or {}).items()})}"
                 )
     try:
         parse_target(target, valid)
@@ -437,6 +468,14 @@ def current_stats(corpus: Mapping, workdir: Path, domains: CorpusDomains) -> Pat
     if not _same_tokenizer(corpus["tokenizer"], sidecar, workdir):
         return None
     return stats
+
+
+def _prepared_names(data: Path) -> dict[str, str]:
+    """The corpus's domain names → identifiers, as the last prepare found them."""
+    try:
+        return json.loads((data / "domains.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _shard_domains(folder: Path) -> list[str]:
