@@ -9,11 +9,10 @@ Models (`MODELS`; `DEFAULT_MODEL` is `gp`, the most accurate on RegMix's 512 run
 - `linear`: ridge on the weights, alpha from {1e-3 … 1e3} by 5-fold CV (the paper's).
 - `lightgbm`: the paper's settings, 1000 trees at learning rate 1e-2, no early stopping.
 - `mixlaw`: Ye et al.'s data-mixing law, loss = c + k·exp(Σ t_j w_j), by least squares.
-- `gp`: a Gaussian process (ARD RBF + white noise) whose prior mean is a trend linear in its
-  features, raised to bound every run from above;
-  the features are log(w + 1e-3), log(w + 1e-2) or sqrt(w), whichever has the highest marginal
-  likelihood; length scales started from the spread of each feature so the optimiser does
-  not stall on small run counts.
+- `gp`: a Gaussian process (ARD RBF + white noise) under a trend linear in its features,
+  raised to bound every run from above; the features are log(w + 1e-3), log(w + 1e-2) or
+  sqrt(w), whichever has the highest marginal likelihood; length scales started from the
+  spread of each feature so the optimiser does not stall on small run counts.
 """
 
 from __future__ import annotations
@@ -178,8 +177,7 @@ class _Posterior:
 
     transform: str
     trend: np.ndarray
-    """Intercept, then one coefficient per feature, of the prior mean (zeros but the
-    intercept for a constant mean)."""
+    """The prior mean: intercept, then one coefficient per feature (zero for a constant)."""
     y_scale: float
     kernel: Any
     amplitude: float
@@ -210,20 +208,16 @@ class GaussianProcess(Regressor):
     uncertainty: ClassVar[str] = "gaussian process posterior, seed noise included"
     features: tuple[str, ...] = ("log:0.001", "log:0.01", "sqrt")
     """Candidate feature transforms (`feature_transform`); the fit keeps the one with the
-    highest marginal likelihood, as it chooses the length scales. No transform ranks mixtures
-    best on every target: log(w + 1e-3) follows losses that hinge on trace weights (RegMix's
-    mean loss over 13 domains), sqrt(w) smooth ones (Pile-CC) — see benchmarks/regressors.py."""
+    highest marginal likelihood. None ranks best on every target: log(w + 1e-3) follows losses
+    that hinge on trace weights (RegMix's mean over 13 domains), sqrt(w) smooth ones (Pile-CC)."""
     mean: str = "envelope"
     """The GP's prior mean, what it predicts far from every run. `envelope`: a trend linear in
     the features (ridge, alpha by leave-one-out) raised until no run lies above it, so that a
-    mixture unlike the runs (a pure domain they never reached) is ranked by what each
-    domain's weight did elsewhere, at the pessimistic level of the worst-fitted run; `linear`:
-    the trend itself; `worst`: the largest (log) loss of the runs; `average`. With a constant
-    mean a GP reverts to it a few length scales from the runs: on the demo a pure domain was
-    predicted 8.1 (the worst run) where a proxy measured 4.8. The bare trend is optimistic far
-    away and left the residuals wiggly (short length scales): near the optimum it ranked the
-    best runs worse and moved the demo's answer away from the planted blend; the envelope kept
-    both (benchmarks/regressors.py, README)."""
+    mixture unlike the runs (a pure domain they never reached) is ranked by what each domain's
+    weight did elsewhere, pessimistically; `linear`: the bare trend (optimistic far away, it
+    ranked the best mixtures worse: README); `worst`: the largest (log) loss of the runs;
+    `average`. A constant mean is what a GP reverts to a few length scales from the runs: on
+    the demo it predicted a pure domain 8.1 (the worst run) where a proxy measured 4.8."""
     restarts: int = 0
     """Extra optimiser starts from random kernel parameters (the data-based start suffices)."""
     initial_kernel: Any = field(default=None, repr=False)
@@ -265,12 +259,10 @@ class GaussianProcess(Regressor):
     def _trend(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from sklearn.linear_model import RidgeCV
 
-        if self.mean == "linear":
+        if self.mean in ("linear", "envelope"):
             ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y)
-            return np.r_[ridge.intercept_, ridge.coef_]
-        if self.mean == "envelope":
-            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y)
-            return np.r_[ridge.intercept_ + (y - ridge.predict(x)).max(), ridge.coef_]
+            lift = (y - ridge.predict(x)).max() if self.mean == "envelope" else 0.0
+            return np.r_[ridge.intercept_ + lift, ridge.coef_]
         level = y.max() if self.mean == "worst" else y.mean()
         return np.r_[level, np.zeros(x.shape[1])]
 
@@ -413,10 +405,7 @@ class StackedEnsemble(Regressor):
     members' out-of-fold predictions gives their weights (normalised to sum to 1); then every
     member is refitted on all runs. A flexible member (the GP) ranks mixtures near the runs
     best, a piecewise one (LightGBM) keeps the ranking of far-apart mixtures steadier, and the
-    CV decides how much of each the data supports.
-
-    Its uncertainty: the ensemble's out-of-fold error (model error and seed noise where the
-    runs are) plus the GP member's posterior variance (which grows away from the runs).
+    CV decides how much of each the data supports. Its uncertainty: `uncertainty` below.
     """
 
     name: ClassVar[str] = "ensemble"
