@@ -17,6 +17,7 @@ from regmix.search.regression import (
     fit_model,
     fold_ids,
     load_model,
+    ranking_metrics,
     training_data,
 )
 from regmix.search.regressors import (
@@ -103,6 +104,19 @@ def test_gp_keeps_the_feature_transform_the_runs_support_best():
         assert model.hyperparameters()["features"] == expected
     single = GaussianProcess(features=("log:0.01",)).fit(weights, smooth)
     assert single.transform_ == "log:0.01" and list(single.evidence_) == ["log:0.01"]
+
+
+def test_ranking_figures_score_the_best_quarter_and_the_predicted_best():
+    actual = np.arange(1.0, 13.0)
+    predicted = actual.copy()
+    predicted[:3] = [3.0, 2.0, 1.0]  # the best quarter, ranked backwards
+    figures = ranking_metrics(actual, predicted)
+    assert figures["spearman"] == pytest.approx(1 - 6 * 8 / (12 * 143))
+    assert figures["spearman_top_quarter"] == pytest.approx(-1.0)
+    assert figures["regret"] == pytest.approx(2.0)  # the one predicted best is the third
+    perfect = ranking_metrics(actual, 2 * actual)
+    assert perfect["spearman_top_quarter"] == pytest.approx(1.0) and perfect["regret"] == 0
+    assert ranking_metrics(actual[:2], actual[:2])["spearman"] is None  # too few to rank
 
 
 @pytest.mark.parametrize("mean", ["envelope", "linear"])

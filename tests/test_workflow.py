@@ -73,7 +73,10 @@ def test_regression_stage_writes_cv_and_metrics_for_every_model(finished):
         folder = finished / "results/regression" / model
         metrics = json.loads((folder / "metrics.json").read_text())
         assert {"spearman", "spearman_top_quarter", "regret", "pearson", "n_runs"} <= set(metrics)
-        assert metrics["calibration"]["checks"] == 2  # round 2 checked round 1's regressor
+        calibration = metrics["calibration"]  # round 2's runs checked round 1's gp intervals
+        assert calibration["checks"] == 2 and list(calibration["rounds"]) == ["2"]
+        assert calibration["coverage"] in (0, 0.5, 1) and calibration["model"] == "gp"
+        assert calibration["interval_scale"] is None and not calibration["applied"]  # 2 < 5
         cv = pd.read_parquet(folder / "cv.parquet")
         assert {"run", "fold", "actual", "prediction"} <= set(cv.columns)
         assert len(cv) == 6
