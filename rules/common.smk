@@ -15,6 +15,7 @@ from regmix.workflow.sweep import (
     batch_log,
     batch_table,
     final_mixture_path,
+    intervals_path,
     mixtures_path,
     optimum_proxy_dir,
     run_settings,
@@ -277,6 +278,7 @@ def runs_before_round(wildcards):
 
 PROPOSE_MODULES = (
     "search.propose",
+    "search.calibration",
     "search.explore",
     "search.regression",
     "search.regressors",
@@ -305,6 +307,16 @@ def design_key(wildcards):
         "code": source_hash(*PROPOSE_MODULES),
     }
     return hashlib.sha256(as_json(design).encode()).hexdigest()[:16]
+
+
+def intervals_before_round(wildcards):
+    """The interval records of the later rounds before this one: its proposal checks them."""
+    return [intervals_path(r) for r in range(2, int(wildcards.round))]
+
+
+def interval_records():
+    """Every later round's interval record: the fitted regressor is calibrated on them."""
+    return [intervals_path(r) for r in range(2, SWEEP.n_rounds + 1)]
 
 
 def batch_mixtures(wildcards):

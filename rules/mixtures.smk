@@ -31,8 +31,10 @@ rule propose_mixtures:
     input:
         stats=data_stats,
         runs=runs_before_round,
+        checks=intervals_before_round,
     output:
-        "results/mixtures/round{round}.parquet",
+        mixtures="results/mixtures/round{round}.parquet",
+        intervals="results/mixtures/intervals/round{round}.parquet",
     log:
         "logs/mixtures/round{round}.log",
     benchmark:
@@ -65,6 +67,7 @@ rule propose_mixtures:
         " --n {params.n} --round {wildcards.round} {params.with_optimum} {params.explore}"
         " --seed {params.seed}"
         " --final-tokens {params.final_tokens} --sampler {params.sampler:q}"
-        " --acquisition {params.acquisition:q} --threads {threads} --out {output}"
+        " --acquisition {params.acquisition:q} --threads {threads}"
+        " --checks {input.checks} --intervals-out {output.intervals} --out {output.mixtures}"
         " --keep results/checkpoints/mixtures/round{wildcards.round} --design {params.design}"
         " > {log} 2>&1"

@@ -6,6 +6,7 @@ rule fit:
     input:
         runs=runs_table(),
         data=data_stats,
+        checks=interval_records(),
     output:
         model="results/regression/{model}/model.joblib",
         spec="results/regression/{model}/model.json",
@@ -28,10 +29,17 @@ rule fit:
         folds=config["regression"]["folds"],
         seed=config["regression"]["seed"],
         out=output_folder,
-        code=source_hash("search.regression", "search.regressors", "search.runs", "search.mixtures"),
+        code=source_hash(
+            "search.regression",
+            "search.regressors",
+            "search.calibration",
+            "search.runs",
+            "search.mixtures",
+        ),
     shell:
         "regmix fit --runs {input.runs} --target {params.target:q} --model {wildcards.model}"
-        " --folds {params.folds} --seed {params.seed} --threads {threads} --out {params.out}"
+        " --folds {params.folds} --seed {params.seed} --checks {input.checks}"
+        " --threads {threads} --out {params.out}"
         " > {log} 2>&1"
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from regmix.search.regression import (
     fit_model,
     fold_ids,
     load_model,
+    ranking_metrics,
     training_data,
 )
 from regmix.search.regressors import (
@@ -71,16 +73,99 @@ def test_gp_prediction_matches_scikit_learn_for_the_fitted_kernel():
     target = runs["loss.web"].to_numpy()
     model = GaussianProcess().fit(weights, target)
     reference = GaussianProcessRegressor(model.kernel_, optimizer=None)
-    reference.fit(model.features(weights), (np.log(target) - model.y_mean_) / model.y_scale_)
+    residual = np.log(target) - model.prior_mean(weights)  # the GP models log loss
+    reference.fit(model.features_of(weights), residual / model.y_scale_)
     fresh = dirichlet_weights(500, len(DOMAINS), seed=5)
-    mean, std = reference.predict(model.features(fresh), return_std=True)
-    expected = mean * model.y_scale_ + model.y_mean_  # the GP models log loss
+    mean, std = reference.predict(model.features_of(fresh), return_std=True)
+    expected = mean * model.y_scale_ + model.prior_mean(fresh)
     np.testing.assert_allclose(model.predict(fresh), np.exp(expected), rtol=1e-9, atol=1e-9)
     # scikit-learn's std includes the white noise: a new run's measurement
     np.testing.assert_allclose(model.latent_std(fresh), std * model.y_scale_, rtol=1e-6)
     lower, upper = model.predict_interval(fresh, 2.0)
     np.testing.assert_allclose(np.log(lower), expected - 2 * std * model.y_scale_, rtol=1e-6)
     assert (lower < model.predict(fresh)).all() and (model.predict(fresh) < upper).all()
+
+
+def sparse_weights(n: int, seed: int) -> np.ndarray:
+    """RegMix-like mixtures: many domains at or near weight 0 (trace weights zeroed)."""
+    weights = dirichlet_weights(n, 4, seed=seed, concentration=0.3)
+    weights = np.where(weights < 2e-4, 0.0, weights)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def test_gp_keeps_the_feature_transform_the_runs_support_best():
+    weights = sparse_weights(80, seed=0)
+    hinges_on_traces = 3.0 - 0.3 * np.log(weights[:, 3] + 1e-3) + 0.5 * weights[:, 0]
+    smooth = 3.0 + 1.5 * (np.sqrt(weights) @ np.array([-0.5, 0.3, 0.2, -0.4])) ** 2
+    for target, expected in ((hinges_on_traces, "log:0.001"), (smooth, "sqrt")):
+        model = GaussianProcess().fit(weights, target)
+        assert model.transform_ == expected
+        assert max(model.evidence_, key=model.evidence_.get) == expected
+        assert model.hyperparameters()["features"] == expected
+    single = GaussianProcess(features=("log:0.01",)).fit(weights, smooth)
+    assert single.transform_ == "log:0.01" and list(single.evidence_) == ["log:0.01"]
+
+
+def test_ranking_figures_score_the_best_quarter_and_the_predicted_best():
+    actual = np.arange(1.0, 13.0)
+    predicted = actual.copy()
+    predicted[:3] = [3.0, 2.0, 1.0]  # the best quarter, ranked backwards
+    figures = ranking_metrics(actual, predicted)
+    assert figures["spearman"] == pytest.approx(1 - 6 * 8 / (12 * 143))
+    assert figures["spearman_top_quarter"] == pytest.approx(-1.0)
+    assert figures["regret"] == pytest.approx(2.0)  # the one predicted best is the third
+    perfect = ranking_metrics(actual, 2 * actual)
+    assert perfect["spearman_top_quarter"] == pytest.approx(1.0) and perfect["regret"] == 0
+    assert ranking_metrics(actual[:2], actual[:2])["spearman"] is None  # too few to rank
+
+
+@pytest.mark.parametrize("mean", ["envelope", "linear"])
+def test_a_trend_predicts_a_pure_domain_the_runs_never_reached(mean):
+    """Far from every run a GP returns to its prior mean: the worst run for `worst`, what each
+    domain's weight did elsewhere for a trend."""
+    coefficients = np.array([-0.05, -0.02, -0.12, -0.01])
+
+    def truth(w: np.ndarray) -> np.ndarray:
+        return np.exp(1.0 + np.log(w + 1e-3) @ coefficients)
+
+    weights = dirichlet_weights(400, 4, seed=1, concentration=2.0)
+    weights = weights[weights.max(axis=1) < 0.6][:60]  # no run is near a pure domain
+    target = truth(weights)
+    pure = np.eye(4)[[2]]
+
+    def error(prior: str) -> float:
+        model = GaussianProcess(mean=prior).fit(weights, target)
+        return abs(float(model.predict(pure)[0]) / truth(pure)[0] - 1)
+
+    assert error(mean) < 0.05 and error(mean) < error("worst") / 3
+
+
+def test_gp_interval_scale_rescales_only_a_new_runs_interval():
+    runs = synthetic(n=60)
+    weights = runs[[WEIGHT + d for d in DOMAINS]].to_numpy()
+    model = GaussianProcess().fit(weights, runs["loss.web"].to_numpy())
+    fresh = dirichlet_weights(20, len(DOMAINS), seed=5)
+    before = model.latent_std(fresh), model.latent_std(fresh, observation=False)
+    model.interval_scale = 1.5
+    np.testing.assert_allclose(model.latent_std(fresh), 1.5 * before[0])
+    np.testing.assert_allclose(model.latent_std(fresh, calibrated=False), before[0])
+    np.testing.assert_allclose(model.latent_std(fresh, observation=False), before[1])
+    lower, upper = model.predict_interval(fresh, 2.0)
+    np.testing.assert_allclose(np.log(upper / lower), 4.0 * 1.5 * before[0])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"features": ("log:0",)}, "gp.features: 'log:0' is not log:<offset > 0> or sqrt"),
+        ({"features": ("cube",)}, "gp.features: 'cube'"),
+        ({"features": ()}, "gp.features: need at least one transform"),
+        ({"mean": "median"}, "gp.mean: 'median' is not one of envelope, linear, worst, average"),
+    ],
+)
+def test_bad_gp_settings_are_one_line_errors(settings, message):
+    with pytest.raises(RegmixError, match=re.escape(message)):
+        GaussianProcess(**settings)
 
 
 def test_mixing_law_recovers_the_law_it_was_generated_from():

@@ -142,3 +142,32 @@ def test_downstream_section_gives_scores_paired_intervals_and_rank_correlation(t
     text = "\n".join(downstream_lines(report))
     assert "| `regmix` | " in text and "± " in text and "P(regmix better)" in text
     assert "Spearman(target loss, downstream average) over 4 final models: -1.000" in text
+
+
+def test_transfer_is_ranked_overall_in_the_best_quarter_and_by_regret(tmp_path):
+    names = ["regmix", "prior", "uniform", *(f"heldout{i:02d}" for i in range(1, 7))]
+    actual = [1.0, 1.5, 1.4, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0]
+    predicted = [1.1, 1.6, 1.5, 2.3, 2.1, 2.5, 2.7, 2.9, 3.1]  # heldout01/02 swapped
+    runs = pd.DataFrame(
+        {"run": names, "weight.web": 0.5, "weight.code": 0.5, "loss.web": actual, "status": "ok"}
+    )
+    runs.to_parquet(tmp_path / "runs.parquet")
+    pd.DataFrame({"run": names, "prediction": predicted}).to_parquet(tmp_path / "p.parquet")
+    result = summarize_final(
+        tmp_path / "runs.parquet",
+        tmp_path / "p.parquet",
+        "web",
+        tmp_path / "summary.parquet",
+        tmp_path / "summary.md",
+    )
+    held = result.ranking["heldout"]
+    assert held["spearman"] == pytest.approx(1 - 6 * 2 / (6 * 35))
+    assert held["regret"] == pytest.approx(0.2)  # heldout02 predicted best, 0.2 worse
+    assert held["spearman_top_quarter"] is None  # two of six: too few to rank
+    assert result.ranking["all"]["regret"] == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert (
+        "  - held-out mixtures: Spearman 0.943, in the best quarter n/a; the one predicted " in text
+    )
+    assert "best is 0.2000 worse than the best" in text
+    assert "  - all final models: Spearman 0.983, in the best quarter 1.000; " in text

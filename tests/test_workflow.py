@@ -49,6 +49,10 @@ def test_mixture_stage_writes_one_table_per_round_with_global_run_names(finished
     assert set(first["round"]) == {1} and set(second["round"]) == {2}
     for table in (first, second):
         check_weights(table, "round table")
+    promised = pd.read_parquet(finished / "results/mixtures/intervals/round2.parquet")
+    assert list(promised["run"]) == ["run0005", "run0006"] and set(promised["model"]) == {"gp"}
+    assert (promised["lower"] < promised["prediction"]).all()
+    assert (promised["prediction"] < promised["upper"]).all()
 
 
 def test_proxy_stage_writes_long_losses_and_the_runs_table(finished):
@@ -68,7 +72,11 @@ def test_regression_stage_writes_cv_and_metrics_for_every_model(finished):
     for model in ("gp", "lightgbm", "linear", "mixlaw"):
         folder = finished / "results/regression" / model
         metrics = json.loads((folder / "metrics.json").read_text())
-        assert {"spearman", "pearson", "mse", "n_runs"} <= set(metrics)
+        assert {"spearman", "spearman_top_quarter", "regret", "pearson", "n_runs"} <= set(metrics)
+        calibration = metrics["calibration"]  # round 2's runs checked round 1's gp intervals
+        assert calibration["checks"] == 2 and list(calibration["rounds"]) == ["2"]
+        assert calibration["coverage"] in (0, 0.5, 1) and calibration["model"] == "gp"
+        assert calibration["interval_scale"] is None and not calibration["applied"]  # 2 < 5
         cv = pd.read_parquet(folder / "cv.parquet")
         assert {"run", "fold", "actual", "prediction"} <= set(cv.columns)
         assert len(cv) == 6
@@ -94,6 +102,9 @@ def test_final_stage_trains_exports_and_summarises_every_model(finished):
     text = (finished / "results/final/summary.md").read_text()
     assert "beats the `prior` mixture" in text and "transfer" in text
     assert "trained as a proxy it measured" in text and "95% interval" in text
+    assert "## Do the 95% intervals hold?" in text and "| 2 | 2 |" in text
+    assert "too few checks to rescale" in text
+    assert "  - held-out mixtures: Spearman " in text
     check = pd.read_parquet(finished / "results/optimal/proxy/regmix/losses.parquet")
     assert "target" in set(check["domain"])
 

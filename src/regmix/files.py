@@ -102,15 +102,17 @@ def kept_outputs(
     on unchanged inputs re-publishes its kept result instead of computing it again.
     """
     kept = Path(keep_dir) / key
-    if all((kept / Path(out).name).is_file() for out in outputs):
-        for out in outputs:
+    # Numbered: two outputs may share a file name (round2.parquet and intervals/round2.parquet).
+    copies = [kept / f"{i}-{Path(out).name}" for i, out in enumerate(outputs)]
+    if all(copy.is_file() for copy in copies):
+        for out, copy in zip(outputs, copies, strict=True):
             with atomic_path(out) as tmp:
-                shutil.copyfile(kept / Path(out).name, tmp)
+                shutil.copyfile(copy, tmp)
         return True
     compute()
     if Path(keep_dir).is_dir():
         shutil.rmtree(keep_dir)
     kept.mkdir(parents=True)
-    for out in outputs:
-        shutil.copyfile(out, kept / Path(out).name)
+    for out, copy in zip(outputs, copies, strict=True):
+        shutil.copyfile(out, copy)
     return False

@@ -66,6 +66,15 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the model")
+    p.add_argument(
+        "--checks",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="interval records of later rounds (`propose --intervals-out`): their runs, "
+        "measured in --runs, check the intervals given for them, and the fitted model's 95%% "
+        "intervals are rescaled to what the checks show (metrics.json: calibration)",
+    )
     add_threads_argument(p)
     p.add_argument("--plot", type=Path, help="also write predicted-vs-actual (out-of-fold) PNG")
     p.set_defaults(handler=_fit)
@@ -76,7 +85,14 @@ def _fit(args: argparse.Namespace) -> None:
     from regmix.search.runs import status_counts
 
     metrics = fit_model(
-        args.runs, args.target, args.model, args.out, args.folds, args.seed, args.threads
+        args.runs,
+        args.target,
+        args.model,
+        args.out,
+        args.folds,
+        args.seed,
+        args.threads,
+        args.checks,
     )
     if metrics["n_excluded"]:
         print(
@@ -86,18 +102,38 @@ def _fit(args: argparse.Namespace) -> None:
         )
     figures = ", ".join(
         f"{key} {metrics[key]:.4f}" if metrics[key] is not None else f"{key} n/a"
-        for key in ("spearman", "pearson", "mse")
+        for key in ("spearman", "spearman_top_quarter", "regret", "pearson", "mse")
     )
     print(
         f"regmix fit: {metrics['model']} on {metrics['n_runs']} runs, target {metrics['target']}: "
         f"{metrics['folds']}-fold CV {figures}",
         file=sys.stderr,
     )
+    calibration = metrics.get("calibration")
+    if calibration is not None:
+        print(f"regmix fit: {calibration_line(calibration)}", file=sys.stderr)
     if args.plot is not None:
         from regmix.files import read_table
         from regmix.report.figures import plot_cv
 
         plot_cv(read_table(args.out / CV_FILE), metrics, args.plot)
+
+
+def calibration_line(report: dict) -> str:
+    """What the interval checks showed, in one line."""
+    if not report["checks"]:
+        return "no interval checks yet (no later round has trained)"
+    coverage = report["coverage_fitted"]
+    scale = report["interval_scale"]
+    done = (
+        f"95% intervals rescaled x{scale:.2f}"
+        if report["applied"]
+        else "intervals left as fitted" + (" (too few checks)" if scale is None else "")
+    )
+    return (
+        f"{report['checks']} later-round runs checked the intervals given for them: "
+        f"{coverage:.0%} inside as fitted, {report['coverage']:.0%} as recorded; {done}"
+    )
 
 
 def add_predict(commands: argparse._SubParsersAction) -> None:
@@ -269,6 +305,20 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
         "the other domains frozen in the proportions the runs recommend (Olmix's virtual "
         "domain), spread from a little to a lot of the new data; needs --stats",
     )
+    p.add_argument(
+        "--intervals-out",
+        type=Path,
+        help="also write the 95%% interval the proposing regressor gives each proposed run, "
+        "for later checks (run, round, prediction, lower, upper, mean, std, ...)",
+    )
+    p.add_argument(
+        "--checks",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="interval records of earlier rounds: checked against --runs, they calibrate the "
+        "intervals written to --intervals-out",
+    )
     p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
     p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")
     p.add_argument(
@@ -321,6 +371,8 @@ def _propose(args: argparse.Namespace) -> None:
                 args.final_tokens,
                 sampler,
                 args.with_optimum,
+                args.intervals_out,
+                args.checks,
             )
 
     how = f"exploring {', '.join(args.explore)}" if args.explore else config.method
@@ -330,13 +382,17 @@ def _propose(args: argparse.Namespace) -> None:
         draw()
         kept = False
     else:
-        kept = kept_outputs([args.out], args.keep, args.design, draw)
+        outputs = [args.out] + ([args.intervals_out] if args.intervals_out else [])
+        kept = kept_outputs(outputs, args.keep, args.design, draw)
     source = "kept as drawn before: its design is unchanged" if kept else how
     print(f"regmix propose: {args.n} mixtures ({source}) -> {args.out}", file=sys.stderr)
 
 
 def _explore(args: argparse.Namespace, sampler):
+    import pandas as pd
+
     from regmix.files import write_table
+    from regmix.search.calibration import RECORD_COLUMNS
     from regmix.search.explore import explore_new_domains
     from regmix.workflow.collect import read_batches
 
@@ -353,6 +409,10 @@ def _explore(args: argparse.Namespace, sampler):
         ", ".join(map(str, args.runs)),
     )
     write_table(table, args.out)
+    if args.intervals_out is not None:
+        # An exploring round's mixtures hold domains no regressor was fitted on: it promises
+        # no interval, so later rounds have nothing of it to check.
+        write_table(pd.DataFrame(columns=RECORD_COLUMNS), args.intervals_out)
     return table
 
 

@@ -9,7 +9,7 @@ corpus, the planted blend. Writes `summary.parquet` (one row per final model) an
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 from regmix.errors import RegmixError
 from regmix.files import read_table, read_yaml, write_table, write_text
 from regmix.search.mixtures import WEIGHT, mixture_domains, read_planted
+from regmix.search.regression import ranking_metrics
 from regmix.search.runs import LOSS, RUN_LOSSES, STATUS_OK, loss_domains, parse_target, read_runs
 
 BASELINES = ("prior", "uniform", "planted")
@@ -49,6 +50,9 @@ class Verdict:
     """Rank correlation of predicted and actual final-scale target loss over all final runs."""
     heldout_spearman: float | None
     """The same over the held-out random mixtures only (the paper's transfer check)."""
+    ranking: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """`all` final models and `heldout` ones → Spearman, best-quarter Spearman and regret of
+    the predicted best (`regmix.search.regression.ranking_metrics`)."""
 
 
 def summary_table(
@@ -83,6 +87,13 @@ def _spearman(frame: pd.DataFrame) -> float | None:
     return float(spearmanr(frame["predicted_loss"], frame["target_loss"]).statistic)
 
 
+def _ranking(frame: pd.DataFrame) -> dict[str, float | None]:
+    frame = frame.dropna(subset=["target_loss", "predicted_loss"])
+    if frame.empty:
+        return dict.fromkeys(("spearman", "spearman_top_quarter", "regret"))
+    return ranking_metrics(frame["target_loss"].to_numpy(), frame["predicted_loss"].to_numpy())
+
+
 def verdict(table: pd.DataFrame) -> Verdict:
     rows = table.set_index("run")
     if "regmix" not in rows.index:
@@ -101,6 +112,7 @@ def verdict(table: pd.DataFrame) -> Verdict:
         closer,
         _spearman(table),
         _spearman(table[table["kind"] == "heldout"]),
+        {"all": _ranking(table), "heldout": _ranking(table[table["kind"] == "heldout"])},
     )
 
 
@@ -190,6 +202,60 @@ def optimum_lines(check: OptimumCheck) -> list[str]:
     return [*lines, ""]
 
 
+def transfer_lines(ranking: dict[str, dict[str, float | None]]) -> list[str]:
+    """How the regressor's predictions rank the final models: overall, within the best
+    quarter (by final loss; n/a below 3 models), and what trusting it would cost (regret)."""
+    names = {"heldout": "held-out mixtures", "all": "all final models"}
+    lines = []
+    for key, figures in ranking.items():
+        regret = figures["regret"]
+        lines.append(
+            f"  - {names[key]}: Spearman {_figure(figures['spearman'], 3)}, in the best quarter "
+            f"{_figure(figures['spearman_top_quarter'], 3)}; the one predicted best is "
+            + ("the best" if regret == 0 else f"{_figure(regret)} worse than the best")
+        )
+    return lines
+
+
+def calibration_lines(report: dict[str, Any]) -> list[str]:
+    """Did the 95% intervals hold? Each later round's runs against the intervals the
+    regressor of the rounds before them gave (`regmix.search.calibration`)."""
+    lines = ["## Do the 95% intervals hold?", ""]
+    if not report["checks"]:
+        return [*lines, "- no later round has trained yet: nothing has checked them", ""]
+    lines += [
+        "Each later round's runs, measured, against the 95% interval that the regressor of the "
+        "rounds before them gave (it had not seen them):",
+        "",
+        "| round | runs | inside as fitted | inside, calibrated on earlier rounds | factor |",
+        "|---|---|---|---|---|",
+    ]
+    for number, row in sorted(report["rounds"].items(), key=lambda item: int(item[0])):
+        lines.append(
+            f"| {number} | {row['checks']} | {_share(row['coverage_fitted'])} | "
+            f"{_share(row['coverage'])} | x{row['interval_scale']:.2f} |"
+        )
+    lines.append(
+        f"| all | {report['checks']} | {_share(report['coverage_fitted'])} | "
+        f"{_share(report['coverage'])} | |"
+    )
+    scale = report["interval_scale"]
+    if report.get("applied"):
+        done = (
+            f"the intervals in this summary are the fitted ones x{scale:.2f} (split-conformal "
+            "on every check)"
+        )
+    elif scale is None:
+        done = "too few checks to rescale: the intervals in this summary are as fitted"
+    else:
+        done = f"the checks are of `{report['model']}`: this regressor's intervals are as fitted"
+    return [*lines, "", f"- {done}", ""]
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def _yes(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[value]
 
@@ -225,6 +291,7 @@ def markdown(
         f"- proxy → final transfer, Spearman(predicted, actual) over all final models: "
         f"{_figure(result.transfer_spearman, 3)}; over the held-out mixtures only: "
         f"{_figure(result.heldout_spearman, 3)}",
+        *transfer_lines(result.ranking),
     ]
     if cv is not None:
         lines.append(
@@ -234,6 +301,8 @@ def markdown(
     lines += [""]
     if check is not None:
         lines += optimum_lines(check)
+    if cv is not None and cv.get("calibration"):
+        lines += calibration_lines(cv["calibration"])
     lines += downstream or []
     lines += ["## Final models", ""]
     bounded = BOUNDS["lower"] in table

@@ -32,6 +32,7 @@ from regmix.data.stats import full_train_tokens, read_stats, train_tokens
 from regmix.errors import RegmixError
 from regmix.files import write_table
 from regmix.parallel import quiet_convergence
+from regmix.search.calibration import interval_record, read_records, scale_from_records
 from regmix.search.mixtures import (
     SamplerConfig,
     dirichlet_draws,
@@ -153,7 +154,7 @@ def thompson_picks(
     except np.linalg.LinAlgError:  # numerically indefinite: fall back on the eigenbasis
         values, vectors = np.linalg.eigh(covariance)
         factor = vectors * np.sqrt(np.maximum(values, 0.0))
-    mean = (model.latent_mean(candidates) - model.y_mean_) / model.y_scale_
+    mean = model.latent_mean(candidates) / model.y_scale_  # standardised units
     draws = mean[:, None] + factor @ rng.standard_normal((len(candidates), n))
     picks = list(picks)
     for column in draws.T:
@@ -172,7 +173,7 @@ def ucb_picks(
     """GP-BUCB: the lowest mean - β·std, n more times, each pick shrinking the std around it."""
     z = model.scaled(candidates)
     v = model.explained(z)
-    mean = (model.latent_mean(candidates) - model.y_mean_) / model.y_scale_
+    mean = model.latent_mean(candidates) / model.y_scale_  # standardised units
     base_var = model.amplitude_ - (v * v).sum(axis=0)
     picks = list(picks)
     for _ in range(n):
@@ -281,23 +282,24 @@ def propose(
     sampler: SamplerConfig | None = None,
     source: str = "runs",
     with_optimum: bool = False,
+    model: GaussianProcess | None = None,
 ) -> pd.DataFrame:
     """The next n mixtures as a mixture table (with a `round` column given `round_number`).
 
     `with_optimum` makes the first of them the mixture the runs so far recommend (the last
     round trains it, so that the final fit knows the loss where it will recommend) and draws
     the others around it and the best runs only; from a pool, the first is the row with the
-    lowest predicted loss.
+    lowest predicted loss. `model`: the `proposal_model` of these runs, if already fitted.
     """
     if n < 1:
         raise RegmixError("--n: must be >= 1")
     data, _ = training_data_from(runs, target, source)
     domains = data.domains
     rng = np.random.default_rng([seed, round_number or 0])
-    model = None
-    if config.method != "random":
-        with quiet_convergence():
-            model = GaussianProcess(seed=seed).fit(data.weights, data.target)
+    if config.method == "random":
+        model = None
+    elif model is None:
+        model = proposal_model(data.weights, data.target, seed)
     if pool is not None:
         fresh = pool[~pool["run"].isin(runs["run"])].reset_index(drop=True)
         candidates = aligned_weights(fresh, domains, "--pool")
@@ -339,6 +341,12 @@ def propose(
     return table
 
 
+def proposal_model(weights: np.ndarray, target: np.ndarray, seed: int) -> GaussianProcess:
+    """The regressor a round is proposed from: the default GP, fitted on the runs so far."""
+    with quiet_convergence():
+        return GaussianProcess(seed=seed).fit(weights, target)
+
+
 def write_proposal(
     runs_paths: list[str | os.PathLike],
     target: str,
@@ -352,11 +360,20 @@ def write_proposal(
     final_tokens: float | None = None,
     sampler: SamplerConfig | None = None,
     with_optimum: bool = False,
+    intervals_out: str | os.PathLike | None = None,
+    checks: list[str | os.PathLike] = (),
 ) -> pd.DataFrame:
-    """`regmix propose`: read the runs (and the pool), propose, write the mixture table."""
+    """`regmix propose`: read the runs (and the pool), propose, write the mixture table; with
+    `intervals_out`, also the 95% interval the proposing regressor gives each proposed run
+    (`regmix.search.calibration`), calibrated on the interval records of earlier rounds
+    (`checks`) against what their runs measured."""
     runs = read_run_tables(list(runs_paths))
     pool = read_mixtures(pool_path) if pool_path is not None else None
     source = ", ".join(str(p) for p in runs_paths)
+    model = None
+    if intervals_out is not None:
+        data, parsed = training_data_from(runs, target, source)
+        model = proposal_model(data.weights, data.target, seed)
     table = propose(
         runs,
         target,
@@ -370,6 +387,12 @@ def write_proposal(
         sampler,
         source,
         with_optimum,
+        model,
     )
+    if intervals_out is not None:
+        scale, count = scale_from_records(read_records(list(checks)), runs, parsed)
+        weights = aligned_weights(table, data.domains, str(out))
+        record = interval_record(model, table["run"].tolist(), weights, round_number, scale, count)
+        write_table(record, intervals_out)
     write_table(table, out)
     return table

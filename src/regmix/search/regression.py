@@ -83,18 +83,45 @@ def cross_validate(
     return predictions
 
 
-def cv_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
-    """Spearman (what ranking mixtures needs), Pearson and MSE of out-of-fold predictions."""
-    from scipy.stats import pearsonr, spearmanr
+TOP_SHARE = 0.25
+"""The best quarter of mixtures: where ranking decides which mixture is chosen."""
 
-    def finite(value: float) -> float | None:
-        return float(value) if np.isfinite(value) else None
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _spearman(actual: np.ndarray, predicted: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(actual) < 3 or np.ptp(predicted) == 0 or np.ptp(actual) == 0:
+        return None
+    return _finite(spearmanr(actual, predicted).statistic)
+
+
+def ranking_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """How well predictions rank mixtures the way the method uses them: Spearman over all of
+    them; Spearman within the best quarter (by actual loss), where the choice is made; and
+    the regret of the predicted best, its actual loss minus the best actual loss (0: the
+    predictions pick the best mixture there is)."""
+    actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
+    best = actual <= np.quantile(actual, TOP_SHARE) if len(actual) else actual.astype(bool)
+    return {
+        "spearman": _spearman(actual, predicted),
+        "spearman_top_quarter": _spearman(actual[best], predicted[best]),
+        "regret": _finite(actual[np.argmin(predicted)] - actual.min()) if len(actual) else None,
+    }
+
+
+def cv_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """Ranking figures (`ranking_metrics`), Pearson and MSE of out-of-fold predictions."""
+    from scipy.stats import pearsonr
 
     constant = np.ptp(predicted) == 0 or np.ptp(actual) == 0
     return {
-        "spearman": None if constant else finite(spearmanr(actual, predicted).statistic),
-        "pearson": None if constant else finite(pearsonr(actual, predicted).statistic),
-        "mse": finite(np.mean((predicted - actual) ** 2)),
+        **ranking_metrics(actual, predicted),
+        "pearson": None if constant else _finite(pearsonr(actual, predicted).statistic),
+        "mse": _finite(np.mean((predicted - actual) ** 2)),
     }
 
 
@@ -181,10 +208,15 @@ def fit_model(
     folds: int = 5,
     seed: int = 0,
     threads: int | None = None,
+    checks: list[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """`regmix fit`: cross-validate, fit on all usable runs, write the model folder; returns
-    the metrics. Everything is computed before anything is written."""
+    the metrics. Everything is computed before anything is written. `checks`: interval
+    records of later rounds (`regmix propose --intervals-out`), which calibrate the fitted
+    model's intervals (`regmix.search.calibration`)."""
     import joblib
+
+    from regmix.search.calibration import calibrate, read_records
 
     threads = threads or available_threads()
     data, parsed = training_data(runs_path, target)
@@ -197,6 +229,9 @@ def fit_model(
     started = time.perf_counter()
     regressor.fit(data.weights, data.target)
     fit_seconds = time.perf_counter() - started
+    calibration = None
+    if checks:
+        calibration = calibrate(regressor, read_records(list(checks)), read_runs(runs_path), parsed)
 
     metrics = {
         "model": model,
@@ -209,6 +244,7 @@ def fit_model(
         "seed": seed,
         "target_weights": parsed.weights,
         "hyperparameters": regressor.hyperparameters(),
+        **({"calibration": calibration} if calibration is not None else {}),
         "cv_seconds": round(cv_seconds, 3),
         "fit_seconds": round(fit_seconds, 3),
     }

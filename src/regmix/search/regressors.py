@@ -9,13 +9,16 @@ Models (`MODELS`; `DEFAULT_MODEL` is `gp`, the most accurate on RegMix's 512 run
 - `linear`: ridge on the weights, alpha from {1e-3 … 1e3} by 5-fold CV (the paper's).
 - `lightgbm`: the paper's settings, 1000 trees at learning rate 1e-2, no early stopping.
 - `mixlaw`: Ye et al.'s data-mixing law, loss = c + k·exp(Σ t_j w_j), by least squares.
-- `gp`: a Gaussian process on log(w + 1e-3), ARD RBF + white noise, length scales started
-  from the spread of each feature so the optimiser does not stall on small run counts.
+- `gp`: a Gaussian process (ARD RBF + white noise) under a trend linear in its features,
+  raised to bound every run from above; the features are log(w + 1e-3), log(w + 1e-2) or
+  sqrt(w), whichever has the highest marginal likelihood; length scales started from the
+  spread of each feature so the optimiser does not stall on small run counts.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -148,9 +151,50 @@ class MixingLaw(Regressor):
         return {"c": self.c_, "k": 1.0, "t": [float(t) for t in self.t_]}
 
 
+GP_MEANS = ("envelope", "linear", "worst", "average")
+
+
+def feature_transform(spec: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A GP feature transform by name: `log:<offset>` is log(w + offset) (the offset keeps an
+    absent domain finite and sets how far apart trace weights lie), `sqrt` is √w (the
+    Hellinger geometry: trace weights lie close to 0, far from large ones)."""
+    name, _, value = spec.partition(":")
+    if name == "sqrt" and not value:
+        return np.sqrt
+    if name == "log":
+        try:
+            offset = float(value)
+        except ValueError:
+            offset = -1.0
+        if offset > 0:
+            return lambda weights: np.log(weights + offset)
+    raise RegmixError(f"gp.features: {spec!r} is not log:<offset > 0> or sqrt")
+
+
+@dataclass
+class _Posterior:
+    """One fitted GP (one feature transform): what prediction needs, and its evidence."""
+
+    transform: str
+    trend: np.ndarray
+    """The prior mean: intercept, then one coefficient per feature (zero for a constant)."""
+    y_scale: float
+    kernel: Any
+    amplitude: float
+    length_scale: np.ndarray
+    noise: float
+    z_train: np.ndarray
+    dual: np.ndarray
+    cholesky: np.ndarray
+    log_likelihood: float
+    """Log marginal likelihood of the modelled targets (log loss) themselves, so that
+    transforms compare on the same data."""
+
+
 @dataclass
 class GaussianProcess(Regressor):
-    """GP regression on log-weights with an ARD RBF kernel and white noise.
+    """GP regression on transformed weights with an ARD RBF kernel and white noise, around a
+    linear trend in the same features.
 
     Prediction does not go through scikit-learn: it needs only the length scales, the
     training points and the dual coefficients, and computing the kernel as one matmul per
@@ -158,33 +202,51 @@ class GaussianProcess(Regressor):
     """
 
     name: ClassVar[str] = "gp"
-    summary: ClassVar[str] = "Gaussian process on log(w + offset), ARD RBF + white noise"
+    summary: ClassVar[str] = (
+        "Gaussian process under a linear envelope, features chosen by marginal likelihood"
+    )
     uncertainty: ClassVar[str] = "gaussian process posterior, seed noise included"
-    offset: float = 1e-3
-    """Added before the log so that absent domains (w = 0) map to a finite feature."""
+    features: tuple[str, ...] = ("log:0.001", "log:0.01", "sqrt")
+    """Candidate feature transforms (`feature_transform`); the fit keeps the one with the
+    highest marginal likelihood. None ranks best on every target: log(w + 1e-3) follows losses
+    that hinge on trace weights (RegMix's mean over 13 domains), sqrt(w) smooth ones (Pile-CC)."""
+    mean: str = "envelope"
+    """The GP's prior mean, what it predicts far from every run. `envelope`: a trend linear in
+    the features (ridge, alpha by leave-one-out) raised until no run lies above it, so that a
+    mixture unlike the runs (a pure domain they never reached) is ranked by what each domain's
+    weight did elsewhere, pessimistically; `linear`: the bare trend (optimistic far away, it
+    ranked the best mixtures worse: README); `worst`: the largest (log) loss of the runs;
+    `average`. A constant mean is what a GP reverts to a few length scales from the runs: on
+    the demo it predicted a pure domain 8.1 (the worst run) where a proxy measured 4.8."""
     restarts: int = 0
     """Extra optimiser starts from random kernel parameters (the data-based start suffices)."""
     initial_kernel: Any = field(default=None, repr=False)
     """Kernel to start the marginal-likelihood search from; None starts from the data."""
-    pessimistic_prior: bool = True
-    """Far from every run, expect the worst loss measured rather than the average: the GP's
-    constant prior mean is the largest (log) loss of the runs. Later rounds put most runs near
-    the optimum, so their average is low, and a mixture unlike any run (a near-pure one, say)
-    would be predicted as good as the optimum; the worst run is the honest guess there, and it
-    keeps the optimum among the runs that support it. On the demo's sweeps, ranking held-out
-    random mixtures got better or stayed; CV on RegMix's 512 runs did not change."""
     log_target: bool = True
     """Model log(loss). Losses span a wide range (the demo's runs: 1.7 to 9), and on the raw
     scale the poor mixtures set the kernel's amplitude: the fit then dips far below every run
     near the optimum (predicting 1.27 where 178 runs measured no better than 1.62). On the log
     scale the predicted optimum stays near what was measured and its interval is honest."""
+    interval_scale: float = 1.0
+    """Factor on the standard deviation of a new run's measurement (`predict_interval`):
+    `regmix fit` sets it from how often earlier rounds' runs fell inside the intervals given
+    for them (`regmix.search.calibration`); 1 is the posterior as fitted."""
 
     def __post_init__(self) -> None:
-        if self.offset <= 0:
-            raise RegmixError("gp.offset: must be > 0")
+        if not self.features:
+            raise RegmixError("gp.features: need at least one transform")
+        for spec in self.features:
+            feature_transform(spec)
+        if self.mean not in GP_MEANS:
+            raise RegmixError(f"gp.mean: {self.mean!r} is not one of {', '.join(GP_MEANS)}")
 
-    def features(self, weights: np.ndarray) -> np.ndarray:
-        return np.log(weights + self.offset)
+    def features_of(self, weights: np.ndarray) -> np.ndarray:
+        """The chosen transform of the weights (the GP's inputs)."""
+        return feature_transform(self.transform_)(weights)
+
+    def prior_mean(self, weights: np.ndarray) -> np.ndarray:
+        """The GP's prior mean of the modelled quantity (log loss with `log_target`)."""
+        return self.trend_[0] + self.features_of(weights) @ self.trend_[1:]
 
     def _data_kernel(self, x: np.ndarray):
         from sklearn.gaussian_process.kernels import RBF, WhiteKernel
@@ -194,34 +256,62 @@ class GaussianProcess(Regressor):
         length = np.where(spread > 0, spread, 1.0) * np.sqrt(x.shape[1])
         return Constant(1.0, (1e-2, 1e2)) * RBF(length, (1e-2, 1e5)) + WhiteKernel(0.1, (1e-6, 1.0))
 
-    def fit(self, weights: np.ndarray, target: np.ndarray) -> GaussianProcess:
+    def _trend(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import RidgeCV
+
+        if self.mean in ("linear", "envelope"):
+            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y)
+            lift = (y - ridge.predict(x)).max() if self.mean == "envelope" else 0.0
+            return np.r_[ridge.intercept_ + lift, ridge.coef_]
+        level = y.max() if self.mean == "worst" else y.mean()
+        return np.r_[level, np.zeros(x.shape[1])]
+
+    def _posterior(self, transform: str, weights: np.ndarray, y: np.ndarray) -> _Posterior:
         from sklearn.gaussian_process import GaussianProcessRegressor
 
-        x = self.features(weights)
-        if self.log_target:
-            if (target <= 0).any():
-                raise RegmixError("gp: log_target needs positive losses")
-            target = np.log(target)
-        self.y_mean_ = float(target.max() if self.pessimistic_prior else target.mean())
-        self.y_scale_ = float(target.std()) or 1.0
+        x = feature_transform(transform)(weights)
+        trend = self._trend(x, y)
+        residual = y - trend[0] - x @ trend[1:]
+        y_scale = float(residual.std()) or 1.0
         kernel = self.initial_kernel if self.initial_kernel is not None else self._data_kernel(x)
         gp = GaussianProcessRegressor(
             kernel, n_restarts_optimizer=self.restarts, random_state=self.seed
         )
         with quiet_convergence():
-            gp.fit(x, (target - self.y_mean_) / self.y_scale_)
-        self.kernel_ = gp.kernel_
-        self.amplitude_ = float(gp.kernel_.k1.k1.constant_value)
-        self.length_scale_ = np.broadcast_to(gp.kernel_.k1.k2.length_scale, x.shape[1]).copy()
-        self.noise_ = float(gp.kernel_.k2.noise_level)
-        self.z_train_ = x / self.length_scale_
-        self.dual_ = np.asarray(gp.alpha_, dtype=float).ravel() * self.amplitude_
-        self.cholesky_ = np.asarray(gp.L_, dtype=float)  # of amplitude·RBF + noise·I
+            gp.fit(x, residual / y_scale)
+        amplitude = float(gp.kernel_.k1.k1.constant_value)
+        length_scale = np.broadcast_to(gp.kernel_.k1.k2.length_scale, x.shape[1]).copy()
+        return _Posterior(
+            transform=transform,
+            trend=trend,
+            y_scale=y_scale,
+            kernel=gp.kernel_,
+            amplitude=amplitude,
+            length_scale=length_scale,
+            noise=float(gp.kernel_.k2.noise_level),
+            z_train=x / length_scale,
+            dual=np.asarray(gp.alpha_, dtype=float).ravel() * amplitude,
+            cholesky=np.asarray(gp.L_, dtype=float),  # of amplitude·RBF + noise·I
+            # the residuals were divided by y_scale: its Jacobian puts every transform's
+            # evidence on the scale of y itself
+            log_likelihood=float(gp.log_marginal_likelihood_value_) - len(y) * np.log(y_scale),
+        )
+
+    def fit(self, weights: np.ndarray, target: np.ndarray) -> GaussianProcess:
+        if self.log_target:
+            if (target <= 0).any():
+                raise RegmixError("gp: log_target needs positive losses")
+            target = np.log(target)
+        fits = [self._posterior(t, weights, target) for t in self.features]
+        best = max(fits, key=lambda f: f.log_likelihood)
+        for name, value in vars(best).items():
+            setattr(self, name + "_", value)
+        self.evidence_ = {f.transform: f.log_likelihood for f in fits}
         return self
 
     def scaled(self, weights: np.ndarray) -> np.ndarray:
         """Features divided by the length scales: the RBF is exp(-|a - b|² / 2) in them."""
-        return self.features(weights) / self.length_scale_
+        return self.features_of(weights) / self.length_scale_
 
     def covariance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Prior covariance of the latent loss between scaled feature rows (standardised units)."""
@@ -241,7 +331,7 @@ class GaussianProcess(Regressor):
             k *= -0.5
             np.exp(k, out=k)
             out[start : start + rows] = k @ self.dual_
-        return out * self.y_scale_ + self.y_mean_
+        return out * self.y_scale_ + self.prior_mean(weights)
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         mean = self.latent_mean(weights)
@@ -254,10 +344,13 @@ class GaussianProcess(Regressor):
 
         return solve_triangular(self.cholesky_, self.covariance(self.z_train_, z), lower=True)
 
-    def latent_std(self, weights: np.ndarray, observation: bool = True) -> np.ndarray:
+    def latent_std(
+        self, weights: np.ndarray, observation: bool = True, calibrated: bool = True
+    ) -> np.ndarray:
         """Posterior standard deviation of the modelled quantity (log loss with `log_target`);
         with `observation`, of a new run's measurement (the white noise, e.g. seed noise,
-        included), else of the underlying mean."""
+        included, and with `calibrated` times `interval_scale`), else of the underlying
+        mean."""
         z = self.scaled(weights)
         rows = max(256, KERNEL_BLOCK // len(self.z_train_))
         variance = np.empty(len(z))
@@ -265,7 +358,8 @@ class GaussianProcess(Regressor):
             v = self.explained(z[start : start + rows])
             variance[start : start + rows] = self.amplitude_ - (v * v).sum(axis=0)
         variance = np.maximum(variance, 0.0) + (self.noise_ if observation else 0.0)
-        return np.sqrt(variance) * self.y_scale_
+        scale = self.interval_scale if observation and calibrated else 1.0
+        return np.sqrt(variance) * self.y_scale_ * scale
 
     def predict_std(self, weights: np.ndarray, observation: bool = True) -> np.ndarray:
         """Posterior standard deviation in loss units (to first order on the log scale)."""
@@ -282,13 +376,19 @@ class GaussianProcess(Regressor):
         return (np.exp(lower), np.exp(upper)) if self.log_target else (lower, upper)
 
     def warm_unfitted(self) -> GaussianProcess:
+        """Keeps the chosen transform as well as starting from the fitted kernel."""
         fresh = self.unfitted()
+        fresh.features = (self.transform_,)
         fresh.initial_kernel = self.kernel_
         return fresh
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "offset": self.offset,
+            "features": self.transform_,
+            "log_likelihood": {t: round(v, 3) for t, v in self.evidence_.items()},
+            "mean": self.mean,
+            "trend": [float(c) for c in self.trend_],
+            "interval_scale": self.interval_scale,
             "amplitude": self.amplitude_,
             "noise": self.noise_,
             "length_scale": [float(s) for s in self.length_scale_],
@@ -305,10 +405,7 @@ class StackedEnsemble(Regressor):
     members' out-of-fold predictions gives their weights (normalised to sum to 1); then every
     member is refitted on all runs. A flexible member (the GP) ranks mixtures near the runs
     best, a piecewise one (LightGBM) keeps the ranking of far-apart mixtures steadier, and the
-    CV decides how much of each the data supports.
-
-    Its uncertainty: the ensemble's out-of-fold error (model error and seed noise where the
-    runs are) plus the GP member's posterior variance (which grows away from the runs).
+    CV decides how much of each the data supports. Its uncertainty: `uncertainty` below.
     """
 
     name: ClassVar[str] = "ensemble"
@@ -318,6 +415,8 @@ class StackedEnsemble(Regressor):
     """Names of the member models."""
     inner_folds: int = 5
     """Folds of the CV that weighs the members (on the training runs only)."""
+    interval_scale: float = 1.0
+    """Factor on the standard deviation of a new run's measurement, as for `gp`."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.members if m not in MODELS or m == self.name]
@@ -352,13 +451,17 @@ class StackedEnsemble(Regressor):
         mean, std = self.predict(weights), self.predict_std(weights, observation)
         return mean - z * std, mean + z * std
 
-    def predict_std(self, weights: np.ndarray, observation: bool = True) -> np.ndarray:
-        """Out-of-fold error of the ensemble plus the GP member's posterior variance."""
+    def predict_std(
+        self, weights: np.ndarray, observation: bool = True, calibrated: bool = True
+    ) -> np.ndarray:
+        """Out-of-fold error of the ensemble plus the GP member's posterior variance (with
+        `observation` and `calibrated`, times `interval_scale`)."""
         variance = np.full(len(weights), self.residual_var_ if observation else 0.0)
         for model in self.models_:
             if isinstance(model, GaussianProcess):
                 variance = variance + model.predict_std(weights, observation=False) ** 2
-        return np.sqrt(variance)
+        scale = self.interval_scale if observation and calibrated else 1.0
+        return np.sqrt(variance) * scale
 
     def hyperparameters(self) -> dict[str, Any]:
         fitted = dict(zip(self.members, self.models_, strict=True))

@@ -155,6 +155,11 @@ def mixtures_path(round: int) -> str:
     return f"{RESULTS}/mixtures/round{round}.parquet"
 
 
+def intervals_path(round: int | str) -> str:
+    """The 95% intervals the proposer of a later round gave its runs, which they check."""
+    return f"{RESULTS}/mixtures/intervals/round{round}.parquet"
+
+
 def batch_table(round: int | str, batch: str) -> str:
     """The runs-table rows of one batch, written when its job has trained every run.
 
