@@ -105,6 +105,7 @@ rule predict_final:
             "search.regression",
             "search.regressors",
             "search.simulate",
+            "search.support",
             "search.mixtures",
             "search.runs",
         ),

@@ -76,6 +76,7 @@ rule simulate:
         guard="" if config["simulation"]["guard"] else "--no-guard",
         code=source_hash(
             "search.simulate",
+            "search.support",
             "search.regression",
             "search.regressors",
             "search.mixtures",

@@ -16,14 +16,8 @@ from regmix.errors import RegmixError
 from regmix.search.mixtures import SamplerConfig, check_weights, domain_caps
 from regmix.search.regression import fit_model
 from regmix.search.runs import write_imported_runs
-from regmix.search.simulate import (
-    SimulationConfig,
-    Support,
-    nearest_distance,
-    outside_support,
-    simulate,
-    write_simulation,
-)
+from regmix.search.simulate import SimulationConfig, simulate, write_simulation
+from regmix.search.support import Support, nearest_distance, outside_support
 
 DOMAINS = ["a", "b", "c", "d"]
 BEST = np.array([0.45, 0.3, 0.2, 0.05])

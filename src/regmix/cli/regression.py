@@ -224,9 +224,9 @@ def _simulate(args: argparse.Namespace) -> None:
         SimulationConfig,
         simulate,
         summary_line,
-        warn_if_outside,
         write_simulation,
     )
+    from regmix.search.support import warn_if_outside
 
     sampler = dataclass_from(SamplerConfig, args.sampler, "--sampler")
     if args.max_epochs is not None:

@@ -140,7 +140,7 @@ class OptimumCheck:
 
 def optimum_check(optimum: dict, target: str, proxy_dir: str | os.PathLike | None) -> OptimumCheck:
     """The optimum's prediction (from simulate's mixture.yaml) beside its proxy's actual loss."""
-    from regmix.search.simulate import outside_support
+    from regmix.search.support import outside_support
 
     interval = optimum.get("predicted_interval") or {}
     where = optimum["support"]["optimum"]

@@ -17,7 +17,8 @@ from regmix.parallel import available_threads
 from regmix.search.mixtures import WEIGHT, weight_columns
 from regmix.search.regression import FittedModel, load_model
 from regmix.search.runs import aligned_weights, read_mixtures
-from regmix.search.simulate import Z_95, SimulationConfig, Support
+from regmix.search.simulate import Z_95, SimulationConfig
+from regmix.search.support import Support
 
 
 def predict_mixtures(
