@@ -26,16 +26,14 @@ from regmix.workflow.config import (
     validate,
 )
 from regmix.workflow.preflight import (
-    check_device_split,
     check_evaluation,
-    check_training_settings,
     check_workflow,
     corpus_domains,
     current_stats,
     exit_on_error,
-    rekey,
     resolve_domain_names,
 )
+from regmix.workflow.training_checks import check_device_split, check_training_settings, rekey
 
 # A bad config per issue case: the override merged over tests/config/tiny.yaml, and what the
 # one error line must say. benchmarks/preflight_errors.py times these.
