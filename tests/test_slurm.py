@@ -151,7 +151,7 @@ def test_every_rule_ran_inside_a_completed_slurm_job(run, cluster):
     logs = slurm_logs(run.workdir)
     assert {j["id"] for j in jobs} <= set(logs)
     for rule, count in run.planned.items():
-        ran_in = [j for j in jobs if re.search(rf"rule {rule}:", logs[j["id"]])]
+        ran_in = [j for j in jobs if re.search(rf"(rule|checkpoint) {rule}:", logs[j["id"]])]
         assert ran_in, f"rule {rule} is in no SLURM job's log"
         if not ran_in[0]["comment"].startswith("rule_proxy-round"):  # not bundled: a job each
             assert len(ran_in) == count, (rule, ran_in)
@@ -240,7 +240,7 @@ def test_the_data_stage_runs_as_one_slurm_job_per_group_of_files(cluster, tmp_pa
     logs = slurm_logs(workdir)
     jobs = [j for j in cluster.jobs() if j["id"] in logs]
     groups = [j for j in jobs if re.search(r"rule prepare_group:", logs[j["id"]])]
-    fan_in = [j for j in jobs if re.search(r"rule collect_shards:", logs[j["id"]])]
+    fan_in = [j for j in jobs if re.search(r"checkpoint collect_shards:", logs[j["id"]])]
     assert len(groups) == 3 and len(fan_in) == 1, [j["comment"] for j in jobs]
     assert all(j["state"] == "COMPLETED" for j in groups + fan_in)
     stats = pd.read_parquet(workdir / "results/data/stats.parquet")

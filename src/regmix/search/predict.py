@@ -8,6 +8,7 @@ It joins the fitted model (`regression`) with the support guard the simulation u
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ def predict_mixtures(
     mixture in a file (see `prediction_bounds`)."""
     model = load_model(model_dir)
     table = read_mixtures(mixtures_path)
+    warn_if_domains_differ(table, model.domains, mixtures_path)
     table, unseen = model_domains_only(table, model.domains)
     weights = aligned_weights(table, model.domains, str(mixtures_path))
     predictions = model.predict(weights, threads or available_threads())
@@ -41,6 +43,23 @@ def predict_mixtures(
     result.loc[unseen, "inside_support"] = False
     write_table(result, out)
     return result
+
+
+def warn_if_domains_differ(
+    table: pd.DataFrame, domains: list[str], path: str | os.PathLike
+) -> None:
+    """Name the domains a mixture file and the model do not share: after a corpus change that is
+    expected, but in a user's own file it is most often a misspelt column."""
+    present = [c[len(WEIGHT) :] for c in weight_columns(table)]
+    missing = [d for d in domains if d not in present]
+    extra = [d for d in present if d not in domains]
+    if missing or extra:
+        print(
+            f"regmix predict: warning: {path}: domains differ from the model's (missing "
+            f"{', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}): a missing "
+            "domain counts at weight 0, a mixture that weights an extra one gets no prediction",
+            file=sys.stderr,
+        )
 
 
 def model_domains_only(table: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
