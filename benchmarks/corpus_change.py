@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from regmix.data.synth import SynthConfig, generate, write_corpus  # noqa: E402
+from regmix.training.reuse import kept_runs  # noqa: E402
 from regmix.workflow.config import merge  # noqa: E402
 
 CASES = {
@@ -81,12 +82,8 @@ def sweep(work: Path, config: Path, cores: int) -> float:
 
 
 def kept(work: Path) -> dict[str, tuple[str, dict]]:
-    found = {}
-    for record in (work / "results" / "checkpoints").glob("*/*/*/run.json"):
-        stage, run = record.parts[-4], record.parts[-3]
-        if stage in ("proxy", "optimum", "final"):
-            found[f"{stage}/{run}"] = (record.parent.name, json.loads(record.read_text()))
-    return found
+    runs = kept_runs(work / "results" / "checkpoints")
+    return {name: (kept.folder.name, kept.record) for name, kept in runs.items()}
 
 
 def trained(before: dict, after: dict) -> dict[str, list[dict]]:

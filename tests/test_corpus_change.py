@@ -19,6 +19,7 @@ from workflow import TINY, snakemake
 
 from regmix.cli import main
 from regmix.data.synth import SynthConfig, generate
+from regmix.training.reuse import kept_runs
 
 pytestmark = pytest.mark.workflow
 
@@ -45,12 +46,8 @@ def write_config(path: Path, **sections) -> Path:
 def kept(work: Path) -> dict[str, tuple[str, dict]]:
     """Every kept run (`proxy/run0001`, `final/prior`, `optimum/regmix`): its kept folder's name
     (which changes when it trains) and its record (which changes when it is measured again)."""
-    found = {}
-    for record in (work / "results" / "checkpoints").glob("*/*/*/run.json"):
-        stage, run = record.parts[-4], record.parts[-3]
-        if stage in ("proxy", "final", "optimum"):
-            found[f"{stage}/{run}"] = (record.parent.name, json.loads(record.read_text()))
-    return found
+    runs = kept_runs(work / "results" / "checkpoints")
+    return {name: (kept.folder.name, kept.record) for name, kept in runs.items()}
 
 
 def changes(before: dict, after: dict) -> tuple[set[str], set[str]]:

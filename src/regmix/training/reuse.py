@@ -270,3 +270,15 @@ def kept_run(run_work_dir: str | os.PathLike) -> Kept | None:
         return None
     latest = max(found, key=lambda p: p.stat().st_mtime_ns)
     return Kept(latest.parent, json.loads(latest.read_text()))
+
+
+def kept_runs(checkpoints: str | os.PathLike) -> dict[str, Kept]:
+    """Every finished run kept under `<checkpoints>/<stage>/<run>/`, keyed `stage/run`
+    (`proxy/run0001`, `final/prior`, `optimum/regmix`)."""
+    found = {}
+    for run_dir in sorted(Path(checkpoints).glob("*/*")):
+        if run_dir.parent.name in ("proxy", "optimum", "final"):
+            kept = kept_run(run_dir)
+            if kept is not None:
+                found[f"{run_dir.parent.name}/{run_dir.name}"] = kept
+    return found
