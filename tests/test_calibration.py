@@ -13,6 +13,7 @@ from regmix.report.summary import calibration_lines
 from regmix.search.calibration import (
     MIN_CHECKS,
     Z_95,
+    cross_validated_z,
     interval_checks,
     interval_record,
     interval_scale,
@@ -20,7 +21,7 @@ from regmix.search.calibration import (
 )
 from regmix.search.mixtures import WEIGHT
 from regmix.search.predict import predict_mixtures
-from regmix.search.propose import AcquisitionConfig, write_proposal
+from regmix.search.propose import AcquisitionConfig, proposal_model, write_proposal
 from regmix.search.regression import fit_model, load_model
 from regmix.search.regressors import GaussianProcess, RidgeRegression
 from regmix.search.runs import STATUS_OK, parse_target
@@ -37,11 +38,12 @@ def pool(n: int = 200) -> pd.DataFrame:
     return table.assign(run=[f"pool{i:03d}" for i in range(n)])
 
 
-def test_the_conformal_factor_puts_the_checks_on_the_intervals_edge():
-    z = np.linspace(-2.0, 2.0, 19) * 1.5  # |z| up to 3: intervals 1.5x too narrow
-    assert interval_scale(z) == pytest.approx(3.0 / Z_95)
+def test_the_factor_puts_the_95th_percentile_of_held_out_errors_on_the_intervals_edge():
+    z = np.r_[np.linspace(-3.0, 3.0, 20), 30.0]  # 20 up to |z| 3, one far out
+    assert interval_scale(z) == pytest.approx(3.0 / Z_95)  # the 95th percentile is the 20th
     assert interval_scale(z / 3) == pytest.approx(1.0 / Z_95)  # too wide: narrowed
     assert interval_scale(np.ones(MIN_CHECKS - 1)) is None
+    assert interval_scale(np.r_[np.ones(MIN_CHECKS - 1), np.nan]) is None
     many = np.random.default_rng(0).standard_normal(4000)
     assert interval_scale(many) == pytest.approx(1.0, abs=0.06)
 
@@ -91,10 +93,15 @@ def test_each_round_records_intervals_calibrated_on_the_rounds_before_it(tmp_pat
     runs_path, records = rounds_with_records(tmp_path)
     second, third = (pd.read_parquet(r) for r in records)
     assert list(second["round"].unique()) == [2] and list(third["round"].unique()) == [3]
-    assert set(second["interval_scale"]) == {1.0} and set(second["checks"]) == {0}
+    # before any check, the proposer's own cross-validation on round 1 sets the factor
+    assert set(second["checks"]) == {0} and set(second["basis"]) == {"cross-validation"}
     runs = pd.read_parquet(runs_path)
+    first = runs[runs["round"] == 1]
+    weights, target = first[[WEIGHT + d for d in DOMAINS]].to_numpy(), first["loss.t"].to_numpy()
+    z = cross_validated_z(proposal_model(weights, target, 0), weights, target, 0)
+    assert second["interval_scale"].iloc[0] == pytest.approx(interval_scale(z))
     checks = interval_checks(second, runs, parse_target("t", ["t"]))
-    assert set(third["checks"]) == {8}
+    assert set(third["checks"]) == {8} and set(third["basis"]) == {"checks"}
     assert third["interval_scale"].iloc[0] == pytest.approx(interval_scale(checks["z"]))
     # the record's interval is the predictive's, widened or narrowed by that factor
     scale = third["interval_scale"].iloc[0]
@@ -108,7 +115,9 @@ def test_fit_calibrates_the_regressor_on_every_check_and_reports_coverage(tmp_pa
     metrics = fit_model(runs_path, "t", "gp", tmp_path / "gp", threads=1, checks=records)
     calibration = metrics["calibration"]
     assert calibration["checks"] == 16 and calibration["applied"]
+    assert calibration["basis"] == "checks"
     assert set(calibration["rounds"]) == {2, 3}
+    assert calibration["rounds"][2]["basis"] == "cross-validation"
     assert calibration["rounds"][3]["checks"] == 8
     runs = pd.read_parquet(runs_path)
     checks = interval_checks(read_records(records), runs, parse_target("t", ["t"]))
@@ -145,9 +154,12 @@ def test_the_commands_record_check_and_report(tmp_path, capsys):
     assert main([*args, "--out", str(out), "--checks", *map(str, records)]) == 0
     err = capsys.readouterr().err
     assert "16 later-round runs checked the intervals given for them:" in err
-    assert "95% intervals rescaled x" in err
-    assert main([*args, "--out", str(tmp_path / "none")]) == 0  # no checks: no calibration
-    assert "calibration" not in json.loads((tmp_path / "none" / "metrics.json").read_text())
+    assert "95% intervals rescaled x" in err and "on the checks" in err
+    assert main([*args, "--out", str(tmp_path / "none")]) == 0  # no checks: cross-validation
+    assert "no interval checks yet" in capsys.readouterr().err
+    calibration = json.loads((tmp_path / "none" / "metrics.json").read_text())["calibration"]
+    assert calibration["checks"] == 0 and calibration["basis"] == "cross-validation"
+    assert calibration["applied"] and calibration["interval_scale"] > 0
 
 
 def test_the_summary_says_how_often_the_intervals_held():
@@ -159,18 +171,33 @@ def test_the_summary_says_how_often_the_intervals_held():
         "interval_scale": 1.42,
         "model": "gp",
         "applied": True,
+        "basis": "checks",
         "rounds": {
-            "2": {"checks": 16, "coverage_fitted": 0.75, "coverage": 0.75, "interval_scale": 1.0},
-            "3": {"checks": 15, "coverage_fitted": 0.8667, "coverage": 1.0, "interval_scale": 1.3},
+            "2": {
+                "checks": 16,
+                "coverage_fitted": 0.75,
+                "coverage": 0.75,
+                "interval_scale": 1.0,
+                "basis": "as fitted",
+            },
+            "3": {
+                "checks": 15,
+                "coverage_fitted": 0.8667,
+                "coverage": 1.0,
+                "interval_scale": 1.3,
+                "basis": "checks",
+            },
         },
     }
     text = "\n".join(calibration_lines(report))
-    assert "| 2 | 16 | 75% | 75% | x1.00 |" in text
-    assert "| 3 | 15 | 87% | 100% | x1.30 |" in text
-    assert "| all | 31 | 81% | 94% | |" in text
-    assert "the fitted ones x1.42" in text
-    report.update(checks=0, rounds={})
-    assert "nothing has checked them" in "\n".join(calibration_lines(report))
+    assert "| 2 | 16 | 75% | 75% | x1.00 | as fitted |" in text
+    assert "| 3 | 15 | 87% | 100% | x1.30 | checks |" in text
+    assert "| all | 31 | 81% | 94% | | |" in text
+    assert "the fitted ones x1.42" in text and "every check" in text
+    report.update(checks=0, rounds={}, basis="cross-validation", interval_scale=2.5)
+    text = "\n".join(calibration_lines(report))
+    assert "nothing has checked them" in text
+    assert "x2.50" in text and "cross-validation, before any check" in text
 
 
 def test_only_trained_runs_count_as_checks():
@@ -181,3 +208,21 @@ def test_only_trained_runs_count_as_checks():
     later = runs.iloc[:1].assign(run="later1", status=STATUS_OK)
     checks = interval_checks(record, later, parse_target("t", ["t"]))
     assert list(checks["run"]) == ["later1"]
+
+
+def test_cross_validation_widens_intervals_a_few_runs_are_too_sure_of():
+    """Fitted on a few runs, the marginal likelihood is sure of itself; each run predicted by
+    a refit on the others says by how much, and the rescaled intervals hold more new runs."""
+    runs = pool(200)
+    weights = runs[[WEIGHT + d for d in DOMAINS]].to_numpy()
+    target = runs["loss.t"].to_numpy()
+    model = proposal_model(weights[:16], target[:16], 0)
+    z = cross_validated_z(model, weights[:16], target[:16], 0)
+    assert len(z) == 16 and np.isfinite(z).all()
+    mean = model.latent_mean(weights[16:])
+    std = model.latent_std(weights[16:], calibrated=False)
+    new = np.abs(np.log(target[16:]) - mean) / std
+    raw, rescaled = np.mean(new <= Z_95), np.mean(new <= Z_95 * interval_scale(z))
+    print(f"16 runs: {raw:.0%} of 184 new runs inside as fitted, {rescaled:.0%} rescaled")
+    assert abs(rescaled - 0.95) < abs(raw - 0.95)
+    assert len(cross_validated_z(model, weights[:9], target[:9], 0)) == 0  # too few to split

@@ -73,7 +73,8 @@ def add_fit(commands: argparse._SubParsersAction) -> None:
         default=[],
         help="interval records of later rounds (`propose --intervals-out`): their runs, "
         "measured in --runs, check the intervals given for them, and the fitted model's 95%% "
-        "intervals are rescaled to what the checks show (metrics.json: calibration)",
+        "intervals are rescaled to what the checks show; with fewer than 5 checks, to what "
+        "its cross-validation shows (metrics.json: calibration)",
     )
     add_threads_argument(p)
     p.add_argument("--plot", type=Path, help="also write predicted-vs-actual (out-of-fold) PNG")
@@ -120,16 +121,16 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def calibration_line(report: dict) -> str:
-    """What the interval checks showed, in one line."""
-    if not report["checks"]:
-        return "no interval checks yet (no later round has trained)"
-    coverage = report["coverage_fitted"]
+    """What the interval checks showed, and what the intervals were rescaled on, in one line."""
+    basis = report.get("basis", "checks")
     scale = report["interval_scale"]
-    done = (
-        f"95% intervals rescaled x{scale:.2f}"
-        if report["applied"]
-        else "intervals left as fitted" + (" (too few checks)" if scale is None else "")
-    )
+    if report["applied"]:
+        done = f"95% intervals rescaled x{scale:.2f} on the {basis}"
+    else:
+        done = "intervals left as fitted" + (" (too few checks)" if scale is None else "")
+    if not report["checks"]:
+        return f"no interval checks yet (no later round has trained); {done}"
+    coverage = report["coverage_fitted"]
     return (
         f"{report['checks']} later-round runs checked the intervals given for them: "
         f"{coverage:.0%} inside as fitted, {report['coverage']:.0%} as recorded; {done}"
@@ -317,7 +318,8 @@ def add_propose(commands: argparse._SubParsersAction) -> None:
         nargs="*",
         default=[],
         help="interval records of earlier rounds: checked against --runs, they calibrate the "
-        "intervals written to --intervals-out",
+        "intervals written to --intervals-out (with fewer than 5 checks, the proposing "
+        "regressor's cross-validation does)",
     )
     p.add_argument("--stats", type=Path, help="stats.parquet (needed without --pool)")
     p.add_argument("--final-tokens", type=float, help="final budget (needed without --pool)")

@@ -221,34 +221,45 @@ def calibration_lines(report: dict[str, Any]) -> list[str]:
     """Did the 95% intervals hold? Each later round's runs against the intervals the
     regressor of the rounds before them gave (`regmix.search.calibration`)."""
     lines = ["## Do the 95% intervals hold?", ""]
-    if not report["checks"]:
-        return [*lines, "- no later round has trained yet: nothing has checked them", ""]
-    lines += [
-        "Each later round's runs, measured, against the 95% interval that the regressor of the "
-        "rounds before them gave (it had not seen them):",
-        "",
-        "| round | runs | inside as fitted | inside, calibrated on earlier rounds | factor |",
-        "|---|---|---|---|---|",
-    ]
-    for number, row in sorted(report["rounds"].items(), key=lambda item: int(item[0])):
-        lines.append(
-            f"| {number} | {row['checks']} | {_share(row['coverage_fitted'])} | "
-            f"{_share(row['coverage'])} | x{row['interval_scale']:.2f} |"
-        )
-    lines.append(
-        f"| all | {report['checks']} | {_share(report['coverage_fitted'])} | "
-        f"{_share(report['coverage'])} | |"
-    )
     scale = report["interval_scale"]
     if report.get("applied"):
+        on = {
+            "checks": "every check",
+            "cross-validation": "the regressor's cross-validation, before any check",
+        }[report.get("basis", "checks")]
         done = (
-            f"the intervals in this summary are the fitted ones x{scale:.2f} (split-conformal "
-            "on every check)"
+            f"the intervals in this summary are the fitted ones x{scale:.2f} (the 95th "
+            f"percentile of held-out standardised errors: {on})"
         )
     elif scale is None:
         done = "too few checks to rescale: the intervals in this summary are as fitted"
     else:
         done = f"the checks are of `{report['model']}`: this regressor's intervals are as fitted"
+    if not report["checks"]:
+        return [
+            *lines,
+            "- no later round has trained yet: nothing has checked them",
+            f"- {done}",
+            "",
+        ]
+    lines += [
+        "Each later round's runs, measured, against the 95% interval that the regressor of the "
+        "rounds before them gave (it had not seen them), rescaled on the checks of the rounds "
+        "before it or, before any, on that regressor's cross-validation:",
+        "",
+        "| round | runs | inside as fitted | inside, calibrated | factor | on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, row in sorted(report["rounds"].items(), key=lambda item: int(item[0])):
+        lines.append(
+            f"| {number} | {row['checks']} | {_share(row['coverage_fitted'])} | "
+            f"{_share(row['coverage'])} | x{row['interval_scale']:.2f} | "
+            f"{row.get('basis', 'checks')} |"
+        )
+    lines.append(
+        f"| all | {report['checks']} | {_share(report['coverage_fitted'])} | "
+        f"{_share(report['coverage'])} | | |"
+    )
     return [*lines, "", f"- {done}", ""]
 
 

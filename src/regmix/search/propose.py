@@ -32,7 +32,12 @@ from regmix.data.stats import full_train_tokens, read_stats, train_tokens
 from regmix.errors import RegmixError
 from regmix.files import write_table
 from regmix.parallel import quiet_convergence
-from regmix.search.calibration import interval_record, read_records, scale_from_records
+from regmix.search.calibration import (
+    cross_validated_z,
+    interval_record,
+    read_records,
+    scale_from_records,
+)
 from regmix.search.mixtures import (
     SamplerConfig,
     dirichlet_draws,
@@ -390,9 +395,16 @@ def write_proposal(
         model,
     )
     if intervals_out is not None:
-        scale, count = scale_from_records(read_records(list(checks)), runs, parsed)
+        scale, count, basis = scale_from_records(
+            read_records(list(checks)),
+            runs,
+            parsed,
+            lambda: cross_validated_z(model, data.weights, data.target, seed),
+        )
         weights = aligned_weights(table, data.domains, str(out))
-        record = interval_record(model, table["run"].tolist(), weights, round_number, scale, count)
+        record = interval_record(
+            model, table["run"].tolist(), weights, round_number, scale, count, basis
+        )
         write_table(record, intervals_out)
     write_table(table, out)
     return table

@@ -230,8 +230,9 @@ def fit_model(
     regressor.fit(data.weights, data.target)
     fit_seconds = time.perf_counter() - started
     calibration = None
-    if checks:
-        calibration = calibrate(regressor, read_records(list(checks)), read_runs(runs_path), parsed)
+    if checks or hasattr(regressor, "interval_scale"):
+        records, runs = read_records(list(checks)), read_runs(runs_path)
+        calibration = calibrate(regressor, records, runs, parsed, data.weights, data.target, seed)
 
     metrics = {
         "model": model,

@@ -1,0 +1,102 @@
+"""How often do the 95% intervals hold the later rounds' runs? Replayed on RegMix's runs.
+
+The workflow's rounds are replayed on RegMix's 512 published proxy runs (1M parameters): 32
+random runs, then two rounds of 16 proposed by `regmix propose --pool` with the default
+acquisition, each writing the interval record its runs later check (`--intervals-out`,
+calibrated on the records before it, `--checks`), as the workflow does. The pool's measured
+losses stand in for training. Per target it prints the share of the later rounds' runs inside
+their 95% interval:
+
+- as fitted: the GP's posterior, uncalibrated;
+- checks only: rescaled by split-conformal on earlier rounds' checks alone, and left as
+  fitted before there are any (the rule before cross-validation joined it);
+- recorded: what the proposer wrote (`regmix.search.calibration`): the 95th percentile of the
+  checks' |z|, or, before any check, of the proposer's own cross-validation.
+
+    python benchmarks/interval_coverage.py --seeds 10      # ~15 min on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from replay import published_runs
+
+from regmix.search.calibration import LEVEL, MIN_CHECKS, Z_95, interval_checks, read_records
+from regmix.search.propose import AcquisitionConfig, write_proposal
+from regmix.search.runs import parse_target
+
+TARGETS = ("the_pile_pile_cc", "mean")
+ROUNDS = (32, 16, 16)
+
+
+def replay_checks(pool: pd.DataFrame, target: str, seed: int, folder: Path) -> pd.DataFrame:
+    """One replay of the rounds; the later rounds' runs checked against their records."""
+    pool_path = folder / "pool.parquet"
+    pool.to_parquet(pool_path)
+    rng = np.random.default_rng(seed)
+    chosen = pool[pool["run"].isin(rng.choice(pool["run"], ROUNDS[0], replace=False))]
+    records = []
+    for number, size in enumerate(ROUNDS[1:], start=2):
+        chosen.to_parquet(folder / "runs.parquet")
+        record = folder / f"intervals{number}.parquet"
+        picked = write_proposal(
+            [folder / "runs.parquet"], target, size, folder / f"round{number}.parquet",
+            AcquisitionConfig(), seed, number, pool_path,
+            with_optimum=number == len(ROUNDS), intervals_out=record, checks=records,
+        )  # fmt: skip
+        records.append(record)
+        chosen = pd.concat([chosen, pool[pool["run"].isin(picked["run"])]], ignore_index=True)
+    domains = [c.removeprefix("loss.") for c in pool.columns if c.startswith("loss.")]
+    return interval_checks(read_records(records), chosen, parse_target(target, domains))
+
+
+def checks_only_inside(checks: pd.DataFrame) -> pd.Series:
+    """Inside under the earlier rule: split-conformal on the earlier rounds' checks alone."""
+    inside = pd.Series(False, index=checks.index)
+    for number in sorted(checks["round"].unique()):
+        earlier = np.sort(checks.loc[checks["round"] < number, "z"].abs().to_numpy())
+        scale = 1.0
+        if len(earlier) >= MIN_CHECKS:
+            rank = min(len(earlier), math.ceil((len(earlier) + 1) * LEVEL))
+            scale = earlier[rank - 1] / Z_95
+        rows = checks["round"] == number
+        inside[rows] = checks.loc[rows, "z"].abs() <= Z_95 * scale
+    return inside
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    args = parser.parse_args()
+    pool = published_runs()
+    print(f"share of later rounds' runs inside their 95% interval, {args.seeds} replays each")
+    print(f"{'target':18s} {'round':>5s} {'runs':>5s} {'as fitted':>10s} {'checks only':>12s}"
+          f" {'recorded':>9s}  factor (median)")  # fmt: skip
+    for target in TARGETS:
+        started = time.perf_counter()
+        tables = []
+        for seed in range(args.seeds):
+            with tempfile.TemporaryDirectory() as folder:
+                checks = replay_checks(pool, target, seed, Path(folder))
+            tables.append(checks.assign(seed=seed, checks_only=checks_only_inside(checks)))
+        table = pd.concat(tables, ignore_index=True)
+        for number, rows in [*table.groupby("round"), ("all", table)]:
+            print(
+                f"{target:18s} {number!s:>5s} {len(rows):5d} {rows['inside_fitted'].mean():10.3f}"
+                f" {rows['checks_only'].mean():12.3f} {rows['inside'].mean():9.3f}"
+                f"  x{rows.groupby(['seed', 'round'])['interval_scale'].first().median():.2f}",
+                flush=True,
+            )
+        print(f"  ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
