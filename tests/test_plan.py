@@ -23,7 +23,8 @@ from regmix.observe.costs import (
     tokenizer_json_vocab,
     vocabulary,
 )
-from regmix.observe.plan import jobs_per_stage, plan_dict, plan_workflow, render_text
+from regmix.observe.plan import plan_workflow
+from regmix.observe.plan_report import jobs_per_stage, plan_dict, render_text
 from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,

@@ -66,7 +66,8 @@ def add_plan(commands: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> None:
-    from regmix.observe.plan import plan_dict, plan_workflow, render_text
+    from regmix.observe.plan import plan_workflow
+    from regmix.observe.plan_report import plan_dict, render_text
 
     plan = plan_workflow(
         args.configfile,

@@ -2,7 +2,8 @@
 bytes on disk, counted from the config (and the prepared data, where it exists).
 
 Torch-free, so that `regmix plan` answers in a second; timing real training steps lives in
-`regmix.observe.step_timing`, and the jobs, the schedule and the rendering in `regmix.observe.plan`.
+`regmix.observe.step_timing`, the jobs and the schedule in `regmix.observe.plan`, and the
+rendering in `regmix.observe.plan_report`.
 """
 
 from __future__ import annotations
