@@ -241,6 +241,9 @@ class ReusePlan:
     changes: list[FileChange] = field(default_factory=list)
     """Corpus files added, removed or touched since the data stage ran (predicted only)."""
     _contents: tuple[int, Contents] | None = None
+    """The prepared data's measured content, with the stats file's mtime it was read at."""
+    _predicted: Contents | None = None
+    """`predicted_contents` of the measured content, made once (every decision asks for it)."""
 
     @property
     def policy(self) -> ReusePolicy:
@@ -259,8 +262,11 @@ class ReusePlan:
         stamp = stats.stat().st_mtime_ns
         if self._contents is None or self._contents[0] != stamp:
             self._contents = (stamp, read_contents(self.workdir / DATA))
+            self._predicted = None
         if self.expected is not None and stamp == self._predicted_from:
-            return predicted_contents(self._contents[1], self.changes, self.expected)
+            if self._predicted is None:
+                self._predicted = predicted_contents(self._contents[1], self.changes, self.expected)
+            return self._predicted
         return self._contents[1]
 
     def __post_init__(self) -> None:
