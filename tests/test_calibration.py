@@ -226,3 +226,14 @@ def test_cross_validation_widens_intervals_a_few_runs_are_too_sure_of():
     print(f"16 runs: {raw:.0%} of 184 new runs inside as fitted, {rescaled:.0%} rescaled")
     assert abs(rescaled - 0.95) < abs(raw - 0.95)
     assert len(cross_validated_z(model, weights[:9], target[:9], 0)) == 0  # too few to split
+
+
+def test_records_written_before_basis_read_with_the_basis_their_checks_imply(tmp_path):
+    runs = pool(30)
+    weights = runs[[WEIGHT + d for d in DOMAINS]].to_numpy()
+    model = GaussianProcess().fit(weights[:20], runs["loss.t"].to_numpy()[:20])
+    old = [tmp_path / "round2.parquet", tmp_path / "round3.parquet"]
+    for path, checks in zip(old, (0, MIN_CHECKS), strict=True):
+        record = interval_record(model, ["r1", "r2"], weights[:2], 2, 1.0, checks)
+        record.drop(columns="basis").to_parquet(path)
+    assert list(read_records(old)["basis"]) == ["as fitted"] * 2 + ["checks"] * 2
