@@ -13,7 +13,12 @@ their 95% interval:
 - recorded: what the proposer wrote (`regmix.search.calibration`): the 95th percentile of the
   checks' |z|, or, before any check, of the proposer's own cross-validation.
 
-    python benchmarks/interval_coverage.py --seeds 10      # ~15 min on one core
+With `--demo RESULTS` (a finished workflow's `results/`) it also recomputes that run's later
+rounds under the current rule: round 2's factor from the proposer's cross-validation on round 1,
+each later one's from the checks before it (proposals do not depend on the factor).
+
+    python benchmarks/interval_coverage.py --seeds 20      # ~1 min on an idle core
+    python benchmarks/interval_coverage.py --seeds 0 --demo results
 """
 
 from __future__ import annotations
@@ -29,9 +34,19 @@ import numpy as np
 import pandas as pd
 from replay import published_runs
 
-from regmix.search.calibration import LEVEL, MIN_CHECKS, Z_95, interval_checks, read_records
-from regmix.search.propose import AcquisitionConfig, write_proposal
-from regmix.search.runs import parse_target
+from regmix.search.calibration import (
+    LEVEL,
+    MIN_CHECKS,
+    Z_95,
+    cross_validated_z,
+    interval_checks,
+    interval_scale,
+    read_records,
+)
+from regmix.search.propose import AcquisitionConfig, proposal_model, write_proposal
+from regmix.search.regression import training_data_from
+from regmix.search.runs import LOSS, parse_target, read_runs
+from regmix.workflow.config import load_config
 
 TARGETS = ("the_pile_pile_cc", "mean")
 ROUNDS = (32, 16, 16)
@@ -72,10 +87,44 @@ def checks_only_inside(checks: pd.DataFrame) -> pd.Series:
     return inside
 
 
+def demo(results: Path) -> None:
+    """A finished run's later rounds, each rescaled as the current rule would have."""
+    config = load_config([], results.parent)
+    target, seed = config["target"], config["mixtures"]["seed"]
+    runs = read_runs(results / "proxy" / "runs.parquet")
+    records = read_records(sorted((results / "mixtures" / "intervals").glob("round*.parquet")))
+    domains = [c.removeprefix(LOSS) for c in runs.columns if c.startswith(LOSS)]
+    checks = interval_checks(records, runs, parse_target(target, domains))
+    print(f"\n{results}: target {target}")
+    inside = 0
+    for number in sorted(checks["round"].unique()):
+        earlier = checks.loc[checks["round"] < number, "z"].to_numpy()
+        scale, basis = interval_scale(earlier), "checks"
+        if scale is None:
+            before = runs[~runs["run"].isin(records.loc[records["round"] >= number, "run"])]
+            data, _ = training_data_from(before, target)
+            model = proposal_model(data.weights, data.target, seed)
+            scale, basis = (
+                interval_scale(cross_validated_z(model, data.weights, data.target, seed)),
+                "cross-validation",
+            )
+        z = checks.loc[checks["round"] == number, "z"].abs()
+        held = int((z <= Z_95 * (scale or 1.0)).sum())
+        inside += held
+        print(f"  round {number}: x{scale or 1.0:.2f} ({basis}), {held} of {len(z)} inside")
+    print(f"  all: {inside} of {len(checks)} ({inside / len(checks):.1%}); the fitted regressor's"
+          f" factor on every check: x{interval_scale(checks['z'].to_numpy()):.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--demo", type=Path, help="a finished run's results/ to recompute")
     args = parser.parse_args()
+    if args.demo is not None:
+        demo(args.demo.resolve())
+    if not args.seeds:
+        return
     pool = published_runs()
     print(f"share of later rounds' runs inside their 95% interval, {args.seeds} replays each")
     print(f"{'target':18s} {'round':>5s} {'runs':>5s} {'as fitted':>10s} {'checks only':>12s}"
