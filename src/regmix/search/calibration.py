@@ -38,6 +38,7 @@ import pandas as pd
 
 from regmix.errors import RegmixError
 from regmix.files import read_table
+from regmix.search.folds import fold_ids
 from regmix.search.regressors import GaussianProcess, Regressor
 from regmix.search.runs import STATUS_OK, Target
 
@@ -159,8 +160,6 @@ def cross_validated_z(
 ) -> np.ndarray:
     """Standardised errors of each run under a refit on the other folds' runs (uncalibrated);
     empty with too few runs to split."""
-    from regmix.search.regression import fold_ids
-
     if len(target) < 2 * CV_FOLDS:
         return np.empty(0)
     folds = fold_ids(len(target), CV_FOLDS, seed)

@@ -26,6 +26,7 @@ from regmix import __version__
 from regmix.errors import RegmixError
 from regmix.files import atomic_path, read_table, write_json, write_table
 from regmix.parallel import available_threads, parallel_map
+from regmix.search.folds import fold_ids
 from regmix.search.mixtures import (
     WEIGHT,
     mixture_domains,
@@ -48,23 +49,6 @@ CV_FILE = "cv.parquet"
 METRICS_FILE = "metrics.json"
 
 # --- cross-validation -----------------------------------------------------------------------
-
-
-def fold_ids(n_runs: int, folds: int, seed: int) -> np.ndarray:
-    """Which fold holds out each run; the same (n_runs, folds, seed) gives the same folds for
-    every model, so their CV figures compare like with like."""
-    from sklearn.model_selection import KFold
-
-    if folds < 2:
-        raise RegmixError(f"--folds: need at least 2 (got {folds})")
-    if n_runs < folds:
-        raise RegmixError(f"{n_runs} usable run(s) cannot be split into {folds} folds")
-    ids = np.empty(n_runs, dtype=int)
-    for fold, (_, held_out) in enumerate(
-        KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n_runs))
-    ):
-        ids[held_out] = fold
-    return ids
 
 
 def cross_validate(
