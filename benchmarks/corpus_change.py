@@ -24,7 +24,7 @@ the full re-run's bootstrap spread (the largest TV between its optimum and a boo
     python benchmarks/corpus_change.py --work /tmp/ccm --configfile tests/config/tiny.yaml \
         --configfile benchmarks/corpus_change_middle.yaml                 # 24 proxies (not timed)
 
-The demo scale is ~1.3 h on 2 cores (9 sweeps: the base, 5 incremental, 3 full; `bt` shares
+The demo scale is ~2 h on 2 cores (9 sweeps: the base, 5 incremental, 3 full; `bt` shares
 `b`'s full re-run and `d`'s is the base sweep, SAME_FULL).
 """
 
