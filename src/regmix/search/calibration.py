@@ -173,23 +173,30 @@ def cross_validated_z(
     return z
 
 
+def held_out_scale(
+    checks: pd.DataFrame, cross_validation: Callable[[], np.ndarray]
+) -> tuple[float | None, str]:
+    """The factor (`interval_scale`) and its basis (`BASES`): on the checks when there are
+    `MIN_CHECKS` of them, else on the errors `cross_validation` gives; None, "as fitted" when
+    neither has enough."""
+    scale = interval_scale(checks["z"].to_numpy())
+    if scale is not None:
+        return scale, "checks"
+    scale = interval_scale(cross_validation())
+    return (scale, "cross-validation") if scale is not None else (None, "as fitted")
+
+
 def scale_from_records(
     records: pd.DataFrame,
     runs: pd.DataFrame,
     target: Target,
-    fallback: Callable[[], np.ndarray] = lambda: np.empty(0),
+    cross_validation: Callable[[], np.ndarray] = lambda: np.empty(0),
 ) -> tuple[float, int, str]:
-    """The factor for new intervals (`interval_scale`), how many checks it rests on, and its
-    basis (`BASES`): earlier records checked against the runs, or with fewer than
-    `MIN_CHECKS` of them the held-out errors `fallback` gives (cross-validation)."""
+    """The factor for new intervals (1 when nothing held out says more), how many of the
+    earlier records' runs checked it, and its basis (`held_out_scale`)."""
     checks = interval_checks(records, runs, target)
-    scale = interval_scale(checks["z"].to_numpy())
-    if scale is not None:
-        return scale, len(checks), "checks"
-    scale = interval_scale(fallback())
-    if scale is not None:
-        return scale, len(checks), "cross-validation"
-    return 1.0, len(checks), "as fitted"
+    scale, basis = held_out_scale(checks, cross_validation)
+    return (scale if scale is not None else 1.0), len(checks), basis
 
 
 def calibration_report(checks: pd.DataFrame, scale: float | None) -> dict[str, Any]:
@@ -236,11 +243,11 @@ def calibrate(
     and the checks are its own kind's (a `gp` proposer's checks say nothing about another
     model's intervals). Returns the report for metrics.json."""
     checks = interval_checks(records, runs, target)
-    scale, basis = interval_scale(checks["z"].to_numpy()), "checks"
     rescalable = hasattr(regressor, "interval_scale")
-    if scale is None and rescalable:
-        basis = "cross-validation"
-        scale = interval_scale(cross_validated_z(regressor, weights, values, seed))
+    scale, basis = held_out_scale(
+        checks,
+        lambda: cross_validated_z(regressor, weights, values, seed) if rescalable else [],
+    )
     report = calibration_report(checks, scale)
     same = basis == "cross-validation" or set(checks["model"]) == {regressor.name}
     report["applied"] = bool(scale is not None and same and rescalable)

@@ -203,7 +203,8 @@ def fit_model(
     from regmix.search.calibration import calibrate, read_records
 
     threads = threads or available_threads()
-    data, parsed = training_data(runs_path, target)
+    runs = read_runs(runs_path)
+    data, parsed = training_data_from(runs, target, str(runs_path))
     regressor = make_model(model, seed)
     ids = fold_ids(len(data.runs), folds, seed)
 
@@ -215,7 +216,7 @@ def fit_model(
     fit_seconds = time.perf_counter() - started
     calibration = None
     if checks or hasattr(regressor, "interval_scale"):
-        records, runs = read_records(list(checks)), read_runs(runs_path)
+        records = read_records(list(checks))
         calibration = calibrate(regressor, records, runs, parsed, data.weights, data.target, seed)
 
     metrics = {
