@@ -28,6 +28,7 @@ import math
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +40,14 @@ from regmix.search.calibration import (
     MIN_CHECKS,
     Z_95,
     cross_validated_z,
+    held_out_scale,
     interval_checks,
     interval_scale,
     read_records,
 )
 from regmix.search.propose import AcquisitionConfig, proposal_model, write_proposal
 from regmix.search.regression import training_data_from
-from regmix.search.runs import LOSS, parse_target, read_runs
+from regmix.search.runs import loss_domains, parse_target, read_runs
 from regmix.workflow.config import load_config
 
 TARGETS = ("the_pile_pile_cc", "mean")
@@ -69,8 +71,8 @@ def replay_checks(pool: pd.DataFrame, target: str, seed: int, folder: Path) -> p
         )  # fmt: skip
         records.append(record)
         chosen = pd.concat([chosen, pool[pool["run"].isin(picked["run"])]], ignore_index=True)
-    domains = [c.removeprefix("loss.") for c in pool.columns if c.startswith("loss.")]
-    return interval_checks(read_records(records), chosen, parse_target(target, domains))
+    target_spec = parse_target(target, loss_domains(pool))
+    return interval_checks(read_records(records), chosen, target_spec)
 
 
 def checks_only_inside(checks: pd.DataFrame) -> pd.Series:
@@ -87,27 +89,27 @@ def checks_only_inside(checks: pd.DataFrame) -> pd.Series:
     return inside
 
 
+def proposer_cv_z(runs: pd.DataFrame, target: str, seed: int) -> np.ndarray:
+    """The cross-validated errors a proposer fitted on `runs` calibrates on before any check."""
+    data, _ = training_data_from(runs, target)
+    model = proposal_model(data.weights, data.target, seed)
+    return cross_validated_z(model, data.weights, data.target, seed)
+
+
 def demo(results: Path) -> None:
     """A finished run's later rounds, each rescaled as the current rule would have."""
     config = load_config([], results.parent)
     target, seed = config["target"], config["mixtures"]["seed"]
     runs = read_runs(results / "proxy" / "runs.parquet")
     records = read_records(sorted((results / "mixtures" / "intervals").glob("round*.parquet")))
-    domains = [c.removeprefix(LOSS) for c in runs.columns if c.startswith(LOSS)]
-    checks = interval_checks(records, runs, parse_target(target, domains))
+    checks = interval_checks(records, runs, parse_target(target, loss_domains(runs)))
     print(f"\n{results}: target {target}")
     inside = 0
     for number in sorted(checks["round"].unique()):
-        earlier = checks.loc[checks["round"] < number, "z"].to_numpy()
-        scale, basis = interval_scale(earlier), "checks"
-        if scale is None:
-            before = runs[~runs["run"].isin(records.loc[records["round"] >= number, "run"])]
-            data, _ = training_data_from(before, target)
-            model = proposal_model(data.weights, data.target, seed)
-            scale, basis = (
-                interval_scale(cross_validated_z(model, data.weights, data.target, seed)),
-                "cross-validation",
-            )
+        before = runs[~runs["run"].isin(records.loc[records["round"] >= number, "run"])]
+        scale, basis = held_out_scale(
+            checks[checks["round"] < number], partial(proposer_cv_z, before, target, seed)
+        )
         z = checks.loc[checks["round"] == number, "z"].abs()
         held = int((z <= Z_95 * (scale or 1.0)).sum())
         inside += held
