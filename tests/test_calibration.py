@@ -237,3 +237,29 @@ def test_records_written_before_basis_read_with_the_basis_their_checks_imply(tmp
         record = interval_record(model, ["r1", "r2"], weights[:2], 2, 1.0, checks)
         record.drop(columns="basis").to_parquet(path)
     assert list(read_records(old)["basis"]) == ["as fitted"] * 2 + ["checks"] * 2
+
+
+@pytest.mark.workflow
+def test_the_workflow_calibrates_round_2_on_cross_validation_and_round_3_on_its_checks(tmp_path):
+    """The tiny config with a first round large enough to cross-validate (10 runs), run as a
+    user runs it (merged over the default config) up to the fitted GP."""
+    import yaml
+    from workflow import TINY, snakemake
+
+    config = yaml.safe_load(TINY.read_text())
+    config["mixtures"]["rounds"] = [10, 5, 5]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    target = "results/regression/gp/metrics.json"
+    result = snakemake(work, target, config=tmp_path / "config.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    second, third = (
+        pd.read_parquet(work / f"results/mixtures/intervals/round{r}.parquet") for r in (2, 3)
+    )
+    assert set(second["basis"]) == {"cross-validation"} and set(second["checks"]) == {0}
+    assert set(third["basis"]) == {"checks"} and set(third["checks"]) == {5}
+    calibration = json.loads((work / target).read_text())["calibration"]
+    assert calibration["checks"] == 10 and calibration["basis"] == "checks"
+    assert calibration["applied"]
+    assert calibration["rounds"]["2"]["basis"] == "cross-validation"  # JSON keys: strings
+    assert calibration["rounds"]["3"]["basis"] == "checks"
