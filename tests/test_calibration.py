@@ -19,10 +19,11 @@ from regmix.search.calibration import (
     interval_scale,
     read_records,
 )
+from regmix.search.folds import fold_ids
 from regmix.search.mixtures import WEIGHT
 from regmix.search.predict import predict_mixtures
 from regmix.search.propose import AcquisitionConfig, proposal_model, write_proposal
-from regmix.search.regression import fit_model, load_model
+from regmix.search.regression import cross_validate, fit_model, held_out, load_model
 from regmix.search.regressors import GaussianProcess, RidgeRegression
 from regmix.search.runs import STATUS_OK, parse_target
 
@@ -226,6 +227,21 @@ def test_cross_validation_widens_intervals_a_few_runs_are_too_sure_of():
     print(f"16 runs: {raw:.0%} of 184 new runs inside as fitted, {rescaled:.0%} rescaled")
     assert abs(rescaled - 0.95) < abs(raw - 0.95)
     assert len(cross_validated_z(model, weights[:9], target[:9], 0)) == 0  # too few to split
+
+
+def test_fit_calibrates_on_the_refits_of_its_own_cross_validation():
+    """`regmix fit` refits once per fold for its CV metrics and its intervals' factor alike: the
+    standardised errors are those of cross-validation on the same folds."""
+    runs = pool(30)
+    weights = runs[[WEIGHT + d for d in DOMAINS]].to_numpy()
+    target = runs["loss.t"].to_numpy()
+    model = proposal_model(weights, target, 0)
+    held = held_out(model, weights, target, fold_ids(len(target), 5, 0))
+    np.testing.assert_allclose(held.z, cross_validated_z(model, weights, target, 0))
+    np.testing.assert_allclose(
+        held.predictions, cross_validate(model, weights, target, fold_ids(len(target), 5, 0))
+    )
+    assert len(held_out(RidgeRegression(), weights, target, fold_ids(30, 5, 0)).z) == 0
 
 
 def test_records_written_before_basis_read_with_the_basis_their_checks_imply(tmp_path):

@@ -18,7 +18,8 @@ fewer than 39 errors that rank is the largest of them, and refits on four fifths
 err more than the full fit already.
 
 A proposer calibrates its record on what came before it, and `regmix fit` calibrates the
-fitted regressor on every check (or, with too few, on its cross-validation), so every
+fitted regressor on every check (or, with too few, on its cross-validation: the same refits
+that give its CV metrics, `regmix.search.regression.held_out`), so every
 interval a person reads (the optimum's, the final models') carries the correction, and every
 coverage reported was measured on runs that the correction had not seen.
 
@@ -155,6 +156,13 @@ def interval_scale(z: np.ndarray) -> float | None:
     return max(float(np.quantile(scores, LEVEL)) / Z_95, 1e-3)
 
 
+def standardised_errors(fitted: Regressor, weights: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Each run's error in units of the fitted regressor's uncalibrated predictive standard
+    deviation, on the scale it predicts on."""
+    mean, std, log_scale = predictive(fitted, weights)
+    return ((np.log(actual) if log_scale else actual) - mean) / std
+
+
 def cross_validated_z(
     regressor: Regressor, weights: np.ndarray, target: np.ndarray, seed: int = 0
 ) -> np.ndarray:
@@ -167,9 +175,7 @@ def cross_validated_z(
     for fold in range(CV_FOLDS):
         train, test = folds != fold, folds == fold
         fitted = regressor.unfitted().fit(weights[train], target[train])
-        mean, std, log_scale = predictive(fitted, weights[test])
-        actual = np.log(target[test]) if log_scale else target[test]
-        z[test] = (actual - mean) / std
+        z[test] = standardised_errors(fitted, weights[test], target[test])
     return z
 
 
@@ -233,21 +239,17 @@ def calibrate(
     records: pd.DataFrame,
     runs: pd.DataFrame,
     target: Target,
-    weights: np.ndarray,
-    values: np.ndarray,
-    seed: int = 0,
+    cross_validation: Callable[[], np.ndarray],
 ) -> dict[str, Any]:
     """Check the recorded intervals against the runs and fit the factor on every check, or,
-    with fewer than `MIN_CHECKS`, on the regressor's cross-validation over the runs it was
-    fitted on (`weights`, `values`); set it on the regressor when it has intervals to rescale
-    and the checks are its own kind's (a `gp` proposer's checks say nothing about another
-    model's intervals). Returns the report for metrics.json."""
+    with fewer than `MIN_CHECKS`, on the standardised errors of the regressor's
+    cross-validation over the runs it was fitted on (`cross_validation`, called only then);
+    set it on the regressor when it has intervals to rescale and the checks are its own
+    kind's (a `gp` proposer's checks say nothing about another model's intervals). Returns the
+    report for metrics.json."""
     checks = interval_checks(records, runs, target)
     rescalable = hasattr(regressor, "interval_scale")
-    scale, basis = held_out_scale(
-        checks,
-        lambda: cross_validated_z(regressor, weights, values, seed) if rescalable else [],
-    )
+    scale, basis = held_out_scale(checks, cross_validation if rescalable else lambda: [])
     report = calibration_report(checks, scale)
     same = basis == "cross-validation" or set(checks["model"]) == {regressor.name}
     report["applied"] = bool(scale is not None and same and rescalable)

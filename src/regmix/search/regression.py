@@ -26,6 +26,7 @@ from regmix import __version__
 from regmix.errors import RegmixError
 from regmix.files import atomic_path, read_table, write_json, write_table
 from regmix.parallel import available_threads, parallel_map
+from regmix.search.calibration import standardised_errors
 from regmix.search.folds import fold_ids
 from regmix.search.mixtures import (
     WEIGHT,
@@ -51,20 +52,45 @@ METRICS_FILE = "metrics.json"
 # --- cross-validation -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What cross-validation measured: each run predicted by a fresh model fitted on the other
+    folds."""
+
+    predictions: np.ndarray
+    z: np.ndarray
+    """Each run's standardised error under that model's uncalibrated predictive distribution
+    (`regmix.search.calibration`); empty for a regressor without intervals."""
+
+
+def held_out(
+    model: Regressor, weights: np.ndarray, target: np.ndarray, folds: np.ndarray, threads: int = 1
+) -> HeldOut:
+    """Out-of-fold predictions, and standardised errors where the model gives intervals: one
+    refit per fold serves both the CV metrics and the intervals' calibration."""
+    with_intervals = hasattr(model, "interval_scale")
+
+    def held_out_fold(fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        train, test = folds != fold, folds == fold
+        fitted = model.unfitted().fit(weights[train], target[train])
+        z = standardised_errors(fitted, weights[test], target[test]) if with_intervals else None
+        return test, fitted.predict(weights[test]), z
+
+    predictions, z = np.empty(len(target)), np.empty(len(target) if with_intervals else 0)
+    for test, predicted, errors in parallel_map(
+        held_out_fold, sorted(set(folds.tolist())), threads
+    ):
+        predictions[test] = predicted
+        if errors is not None:
+            z[test] = errors
+    return HeldOut(predictions, z)
+
+
 def cross_validate(
     model: Regressor, weights: np.ndarray, target: np.ndarray, folds: np.ndarray, threads: int = 1
 ) -> np.ndarray:
-    """Out-of-fold predictions: each fold is predicted by a fresh model fitted on the others."""
-
-    def held_out_predictions(fold: int) -> tuple[np.ndarray, np.ndarray]:
-        train, test = folds != fold, folds == fold
-        fitted = model.unfitted().fit(weights[train], target[train])
-        return test, fitted.predict(weights[test])
-
-    predictions = np.empty(len(target))
-    for test, predicted in parallel_map(held_out_predictions, sorted(set(folds.tolist())), threads):
-        predictions[test] = predicted
-    return predictions
+    """Out-of-fold predictions (`held_out`)."""
+    return held_out(model, weights, target, folds, threads).predictions
 
 
 TOP_SHARE = 0.25
@@ -209,7 +235,7 @@ def fit_model(
     ids = fold_ids(len(data.runs), folds, seed)
 
     started = time.perf_counter()
-    oof = cross_validate(regressor, data.weights, data.target, ids, threads)
+    held = held_out(regressor, data.weights, data.target, ids, threads)
     cv_seconds = time.perf_counter() - started
     started = time.perf_counter()
     regressor.fit(data.weights, data.target)
@@ -217,12 +243,12 @@ def fit_model(
     calibration = None
     if checks or hasattr(regressor, "interval_scale"):
         records = read_records(list(checks))
-        calibration = calibrate(regressor, records, runs, parsed, data.weights, data.target, seed)
+        calibration = calibrate(regressor, records, runs, parsed, lambda: held.z)
 
     metrics = {
         "model": model,
         "target": parsed.text,
-        **cv_metrics(data.target, oof),
+        **cv_metrics(data.target, held.predictions),
         "n_runs": len(data.runs),
         "n_excluded": sum(data.excluded.values()),
         "excluded": data.excluded,
@@ -246,7 +272,9 @@ def fit_model(
     }
     train = mixture_table(data.runs, data.domains, data.weights)
     train["target"] = data.target
-    cv = pd.DataFrame({"run": data.runs, "fold": ids, "actual": data.target, "prediction": oof})
+    cv = pd.DataFrame(
+        {"run": data.runs, "fold": ids, "actual": data.target, "prediction": held.predictions}
+    )
 
     out = Path(out)
     with atomic_path(out / MODEL_FILE) as tmp:
