@@ -33,7 +33,12 @@ from regmix.workflow.preflight import (
     exit_on_error,
     resolve_domain_names,
 )
-from regmix.workflow.training_checks import check_device_split, check_training_settings, rekey
+from regmix.workflow.training_checks import (
+    check_compiler,
+    check_device_split,
+    check_training_settings,
+    rekey,
+)
 
 # A bad config per issue case: the override merged over tests/config/tiny.yaml, and what the
 # one error line must say. benchmarks/preflight_errors.py times these.
@@ -299,6 +304,20 @@ def test_devices_and_accelerator_agree_with_the_gpus_a_job_asks_for(section, exp
     config = tiny({"proxy": section})
     with pytest.raises(RegmixError, match=re.escape(expected)):
         check_device_split(config["proxy"], "proxy")
+
+
+def test_compile_on_the_cpu_needs_a_cpp_compiler(monkeypatch):
+    """The demo compiles its models: without a compiler every training job would fail at its
+    first step, so the run stops at parse time instead."""
+    config = load_config()
+    assert config["proxy"]["compile"] and config["final"]["compile"]
+    check_compiler(config["final"], "final")  # this machine has one
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(RegmixError, match=r"^config key final\.compile: torch\.compile on the"):
+        check_compiler(config["final"], "final")
+    check_compiler(tiny({"final": {"compile": False}})["final"], "final")
+    check_compiler(tiny({"final": {"compile": True, "resources": {"gpu": 1}}})["final"], "final")
 
 
 def test_batches_that_split_over_the_devices_pass(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from regmix.cli import main
 from regmix.data.loader import MixedBatches, open_shards, split_domains
@@ -17,6 +18,7 @@ from regmix.training import reuse
 from regmix.training.jobs import read_mixture_weights, train_runs
 from regmix.training.language_modeling import StepBatches, lr_factor
 from regmix.training.train import TrainConfig, train_mixture
+from regmix.training.validation import WEIGHTS
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "intermediate_size": 64}
 BASE = TrainConfig(
@@ -208,6 +210,20 @@ def test_gradient_accumulation_matches_the_full_batch(data_dir, mixtures, refere
     )
     expected = reference["legal_heavy"].losses["loss"].to_numpy()
     np.testing.assert_allclose(accumulated.losses["loss"].to_numpy(), expected, rtol=1e-4)
+
+
+def test_compiled_runs_learn_what_eager_runs_learn(data_dir, mixtures, reference, tmp_path):
+    """`compile: true` (the demo's setting): two runs in one job, the second reusing the first's
+    compiled code, reach the eager runs' losses, and keep plain parameter names."""
+    config = replace(BASE, compile=True)
+    runs = ["legal_heavy", "code_heavy"]
+    results = train_runs(data_dir, mixtures, runs, config, tmp_path / "out", tmp_path / "work")
+    for result in results:
+        expected = reference[result.record["run"]].losses["loss"].to_numpy()
+        np.testing.assert_allclose(result.losses["loss"].to_numpy(), expected, rtol=2e-3)
+    kept = [load_file(str(path)) for path in (tmp_path / "work").rglob(WEIGHTS)]
+    assert len(kept) == 2
+    assert all("lm_head.weight" in w and not any("_orig_mod" in k for k in w) for w in kept)
 
 
 def test_learning_rate_warms_up_linearly_then_stays_constant():

@@ -23,7 +23,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from regmix.errors import RegmixError, suggestion
-from regmix.workflow.training_checks import check_device_split, check_training_settings
+from regmix.workflow.training_checks import (
+    check_compiler,
+    check_device_split,
+    check_training_settings,
+)
 
 DATA = Path("results/data")
 SYNTHETIC_CORPUS = Path("results/corpus")
@@ -64,6 +68,7 @@ def check_workflow(config: Mapping, workdir: str | os.PathLike) -> None:
     for section in TRAINING_SECTIONS:
         check_training_settings(config[section], section)
         check_device_split(config[section], section)
+        check_compiler(config[section], section)
     check_sampler(config["mixtures"])
     check_regression(config["regression"], config["mixtures"]["rounds"])
     check_simulation(config["simulation"])

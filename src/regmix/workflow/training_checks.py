@@ -4,7 +4,9 @@ or shape, every TrainConfig rule, and how a job's batch splits over the devices 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import fields
 
@@ -58,6 +60,20 @@ def check_model(model: str | Mapping, key: str) -> None:
         if isinstance(value, bool) or not isinstance(value, number):
             expected = "a number" if float in number else "an integer"
             raise RegmixError(f"config key {key}.{field}: expected {expected}, got {value!r}")
+
+
+def check_compiler(section: Mapping, name: str) -> None:
+    """`compile: true` on the CPU needs a C++ compiler: inductor builds its kernels with one, and
+    without it every training job would fail at its first step."""
+    if not section["compile"] or section["resources"]["gpu"] >= 1:
+        return
+    candidates = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    if not any(shutil.which(c) for c in candidates if c):
+        raise RegmixError(
+            f"config key {name}.compile: torch.compile on the CPU needs a C++ compiler "
+            "(none of $CXX, g++, c++, clang++ found on PATH); install one or set "
+            f"{name}.compile: false"
+        )
 
 
 def rekey(message: str, section: str) -> str:
