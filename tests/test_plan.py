@@ -29,6 +29,7 @@ from regmix.observe.schedule import (
     AS_READY,
     LONGEST_CHAIN,
     Job,
+    RunTime,
     makespan,
     peak_checkpoint_bytes,
     simulate_schedule,
@@ -282,6 +283,21 @@ def test_a_shape_too_large_to_time_is_extrapolated(tmp_path):
     assert timings["huge"].how.startswith("extrapolated from FLOPs")
     ratio = timings["huge"].step_seconds / timings["small"].step_seconds
     assert ratio == pytest.approx(6e9 / small.flops_per_token, rel=1e-6)
+
+
+def test_a_compiled_shape_is_timed_compiled_and_pays_compilation_once(tmp_path):
+    """The demo compiles (`compile: true`): the plan times compiled steps, and the compilation
+    is first-step time, which the schedule charges once per process, not per run."""
+    plan = plan_workflow([TINY], tmp_path, cores=2, measure=False)
+    eager = Shape.of("eager", plan.proxy.cost)
+    assert not eager.compile  # the tiny config trains eager
+    compiled = replace(eager, label="compiled", compile=True)
+    timings = measure_steps([eager, compiled])
+    assert "compiled" in timings["compiled"].how and "compiled" not in timings["eager"].how
+    assert timings["compiled"].first_step_extra > 10 * timings["compiled"].step_seconds
+    seconds = RunTime.of(plan.proxy.cost, timings["compiled"], exports=False)
+    assert seconds.run_seconds < timings["compiled"].first_step_extra < seconds.process_seconds
+    assert Shape.of("demo", plan_workflow([], tmp_path, cores=2, measure=False).proxy.cost).compile
 
 
 def test_evaluation_cost_counts_requests_tokens_and_forward_flops(tmp_path):

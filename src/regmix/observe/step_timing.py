@@ -56,6 +56,9 @@ class Shape:
     threads: int
     gpus: int
     """GPUs the rule grants: a GPU shape is timed on one GPU where this machine has one."""
+    compile: bool = False
+    """`compile: true`: steps are timed compiled, and the compilation counts as first-step
+    time, paid once per process as a job pays it."""
 
     @classmethod
     def of(cls, label: str, run: RunCost, cores: int | None = None) -> Shape:
@@ -77,6 +80,7 @@ class Shape:
             total_params=run.model.total_params,
             threads=min(run.threads, cores or run.threads),
             gpus=run.gpus,
+            compile=t.compile,
         )
 
     @property
@@ -288,12 +292,16 @@ class _Steps:
         full = windows == micro
         accumulate = shape.batch_size // micro if full else 1
         tokens = self.tokens(windows, shape.seq_len)
+        if shape.compile:
+            self.model.compile()  # in place, after the eager probe: the first step compiles
         first = self.step(tokens, accumulate)
         times: list[float] = []
         while len(times) < 2 or (sum(times) < TIMED_SECONDS and len(times) < 5):
             times.append(self.step(tokens, accumulate))
         scale = 1.0 if full else shape.batch_size / windows
         steady = statistics.median(times) * scale
+        # Compilation does not grow with the windows a scaled step leaves out.
+        first_step = steady + first - statistics.median(times) if shape.compile else first * scale
 
         block = tokens[: min(windows, shape.eval_batch_size)]
         self.model.eval()
@@ -315,6 +323,8 @@ class _Steps:
             written = os.path.getsize(path)
 
         where = f"{torch.get_num_threads()} thread(s)" if self.device.type == "cpu" else "1 GPU"
+        if shape.compile:
+            where += ", compiled"
         if full:
             how = f"measured: {len(times)} steps after a warm-up, {where}"
         else:
@@ -322,7 +332,7 @@ class _Steps:
         timing = StepTiming(
             shape.label,
             steady,
-            first * scale,
+            first_step,
             per_window,
             checkpoint,
             import_seconds,
