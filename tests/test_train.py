@@ -226,6 +226,17 @@ def test_compiled_runs_learn_what_eager_runs_learn(data_dir, mixtures, reference
     assert all("lm_head.weight" in w and not any("_orig_mod" in k for k in w) for w in kept)
 
 
+def test_a_killed_compiled_run_resumes_from_its_checkpoint(data_dir, mixtures, reference, tmp_path):
+    config = replace(BASE, compile=True)
+    weights = _weights(mixtures, "legal_heavy")
+    with pytest.raises(Interrupt):
+        train_mixture(data_dir, "legal_heavy", weights, config, tmp_path, [InterruptAt(6)])
+    resumed = train_mixture(data_dir, "legal_heavy", weights, config, tmp_path)
+    assert resumed.record["resumed_from_step"] == 4
+    expected = reference["legal_heavy"].losses["loss"].to_numpy()
+    np.testing.assert_allclose(resumed.losses["loss"].to_numpy(), expected, rtol=2e-3)
+
+
 def test_learning_rate_warms_up_linearly_then_stays_constant():
     config = replace(BASE, warmup_steps=4, schedule="constant")
     assert [lr_factor(s, config) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
