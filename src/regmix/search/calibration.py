@@ -49,6 +49,9 @@ Z_95 = 1.959964
 MIN_CHECKS = 5
 """Fewer held-out errors than this leave the intervals as fitted: one or two runs say little."""
 CV_FOLDS = 5
+MIN_CV_RUNS = 2 * CV_FOLDS
+"""Fewer runs than this are not split to calibrate on: refits on a handful of runs err wildly
+(on the tiny test sweep's 6 runs, by a factor of ~27,000)."""
 BASES = ("checks", "cross-validation", "as fitted")
 """What an interval's factor rests on: earlier rounds' checks, the regressor's own
 cross-validation (before `MIN_CHECKS` checks exist), or nothing (too few runs for either)."""
@@ -168,7 +171,7 @@ def cross_validated_z(
 ) -> np.ndarray:
     """Standardised errors of each run under a refit on the other folds' runs (uncalibrated);
     empty with too few runs to split."""
-    if len(target) < 2 * CV_FOLDS:
+    if len(target) < MIN_CV_RUNS:
         return np.empty(0)
     folds = fold_ids(len(target), CV_FOLDS, seed)
     z = np.empty(len(target))
@@ -188,7 +191,8 @@ def held_out_scale(
     scale = interval_scale(checks["z"].to_numpy())
     if scale is not None:
         return scale, "checks"
-    scale = interval_scale(cross_validation())
+    z = np.asarray(cross_validation(), dtype=float)
+    scale = interval_scale(z) if len(z) >= MIN_CV_RUNS else None
     return (scale, "cross-validation") if scale is not None else (None, "as fitted")
 
 
