@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from regmix.search.cross_validation import cross_validate, fold_ids
 from regmix.search.mixtures import SamplerConfig
-from regmix.search.regression import cross_validate, cv_metrics, fit_model, fold_ids, training_data
+from regmix.search.regression import cv_metrics, fit_model, training_data
 from regmix.search.regressors import DEFAULT_MODEL, MODELS, make_model
 from regmix.search.runs import write_imported_runs
 from regmix.search.simulate import SimulationConfig, simulate

@@ -48,9 +48,10 @@ import yaml
 from replay import PILE, published_runs
 from transfer import final_runs
 
+from regmix.search.cross_validation import fold_ids
 from regmix.search.mixtures import WEIGHT
 from regmix.search.propose import AcquisitionConfig, propose
-from regmix.search.regression import fold_ids, ranking_metrics, training_data_from
+from regmix.search.regression import ranking_metrics, training_data_from
 from regmix.search.regressors import MODELS, Regressor, make_model
 from regmix.search.runs import STATUS_OK, import_regmix_runs, loss_domains, parse_target
 

@@ -37,8 +37,9 @@ import pandas as pd
 from replay import published_runs
 from scipy.stats import spearmanr
 
+from regmix.search.cross_validation import cross_validate, fold_ids
 from regmix.search.mixtures import WEIGHT
-from regmix.search.regression import cross_validate, cv_metrics, fold_ids, training_data_from
+from regmix.search.regression import cv_metrics, training_data_from
 from regmix.search.regressors import MODELS, make_model
 from regmix.search.runs import LOSS, STATUS_OK, loss_domains, parse_target
 

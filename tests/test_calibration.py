@@ -19,11 +19,11 @@ from regmix.search.calibration import (
     interval_scale,
     read_records,
 )
-from regmix.search.folds import fold_ids
+from regmix.search.cross_validation import cross_validate, fold_ids, held_out
 from regmix.search.mixtures import WEIGHT
 from regmix.search.predict import predict_mixtures
 from regmix.search.propose import AcquisitionConfig, proposal_model, write_proposal
-from regmix.search.regression import cross_validate, fit_model, held_out, load_model
+from regmix.search.regression import fit_model, load_model
 from regmix.search.regressors import GaussianProcess, RidgeRegression
 from regmix.search.runs import STATUS_OK, parse_target
 

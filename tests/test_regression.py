@@ -9,13 +9,12 @@ from synthetic_runs import PILE_LOSSES, PILE_MISSING, PILE_MIXTURES, dirichlet_w
 from regmix.cli import main
 from regmix.cli.regression import FIT_MODELS
 from regmix.errors import RegmixError
+from regmix.search.cross_validation import cross_validate, fold_ids
 from regmix.search.mixtures import WEIGHT
 from regmix.search.predict import predict_mixtures
 from regmix.search.regression import (
-    cross_validate,
     cv_metrics,
     fit_model,
-    fold_ids,
     load_model,
     ranking_metrics,
     training_data,

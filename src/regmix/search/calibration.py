@@ -19,7 +19,7 @@ err more than the full fit already.
 
 A proposer calibrates its record on what came before it, and `regmix fit` calibrates the
 fitted regressor on every check (or, with too few, on its cross-validation: the same refits
-that give its CV metrics, `regmix.search.regression.held_out`), so every
+that give its CV metrics, `regmix.search.cross_validation.held_out`), so every
 interval a person reads (the optimum's, the final models') carries the correction, and every
 coverage reported was measured on runs that the correction had not seen.
 
@@ -37,10 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regmix.errors import RegmixError
 from regmix.files import read_table
-from regmix.search.folds import fold_ids
-from regmix.search.regressors import GaussianProcess, Regressor
+from regmix.search.cross_validation import fold_ids, held_out, predictive
+from regmix.search.regressors import Regressor
 from regmix.search.runs import STATUS_OK, Target
 
 LEVEL = 0.95
@@ -74,17 +73,6 @@ RECORD_COLUMNS = [
 it came from, uncalibrated: normal with `mean` and `std` on the log-loss scale when
 `log_scale`, else on the loss scale. `basis` (`BASES`) came later: an older record's follows
 from `checks`."""
-
-
-def predictive(regressor: Regressor, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """A new run's predictive distribution, uncalibrated: mean, standard deviation, and
-    whether they are on the log-loss scale. Only regressors with a posterior have one."""
-    if isinstance(regressor, GaussianProcess):
-        std = regressor.latent_std(weights, observation=True, calibrated=False)
-        return regressor.latent_mean(weights), std, regressor.log_target
-    if hasattr(regressor, "predict_std"):
-        return regressor.predict(weights), regressor.predict_std(weights, calibrated=False), False
-    raise RegmixError(f"{regressor.name}: no predictive distribution to give intervals from")
 
 
 def interval_record(
@@ -159,13 +147,6 @@ def interval_scale(z: np.ndarray) -> float | None:
     return max(float(np.quantile(scores, LEVEL)) / Z_95, 1e-3)
 
 
-def standardised_errors(fitted: Regressor, weights: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Each run's error in units of the fitted regressor's uncalibrated predictive standard
-    deviation, on the scale it predicts on."""
-    mean, std, log_scale = predictive(fitted, weights)
-    return ((np.log(actual) if log_scale else actual) - mean) / std
-
-
 def cross_validated_z(
     regressor: Regressor, weights: np.ndarray, target: np.ndarray, seed: int = 0
 ) -> np.ndarray:
@@ -173,13 +154,7 @@ def cross_validated_z(
     empty with too few runs to split."""
     if len(target) < MIN_CV_RUNS:
         return np.empty(0)
-    folds = fold_ids(len(target), CV_FOLDS, seed)
-    z = np.empty(len(target))
-    for fold in range(CV_FOLDS):
-        train, test = folds != fold, folds == fold
-        fitted = regressor.unfitted().fit(weights[train], target[train])
-        z[test] = standardised_errors(fitted, weights[test], target[test])
-    return z
+    return held_out(regressor, weights, target, fold_ids(len(target), CV_FOLDS, seed)).z
 
 
 def held_out_scale(

@@ -25,9 +25,8 @@ import pandas as pd
 from regmix import __version__
 from regmix.errors import RegmixError
 from regmix.files import atomic_path, read_table, write_json, write_table
-from regmix.parallel import available_threads, parallel_map
-from regmix.search.calibration import standardised_errors
-from regmix.search.folds import fold_ids
+from regmix.parallel import available_threads
+from regmix.search.cross_validation import fold_ids, held_out
 from regmix.search.mixtures import (
     WEIGHT,
     mixture_domains,
@@ -50,47 +49,6 @@ CV_FILE = "cv.parquet"
 METRICS_FILE = "metrics.json"
 
 # --- cross-validation -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """What cross-validation measured: each run predicted by a fresh model fitted on the other
-    folds."""
-
-    predictions: np.ndarray
-    z: np.ndarray
-    """Each run's standardised error under that model's uncalibrated predictive distribution
-    (`regmix.search.calibration`); empty for a regressor without intervals."""
-
-
-def held_out(
-    model: Regressor, weights: np.ndarray, target: np.ndarray, folds: np.ndarray, threads: int = 1
-) -> HeldOut:
-    """Out-of-fold predictions, and standardised errors where the model gives intervals: one
-    refit per fold serves both the CV metrics and the intervals' calibration."""
-    with_intervals = hasattr(model, "interval_scale")
-
-    def held_out_fold(fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        train, test = folds != fold, folds == fold
-        fitted = model.unfitted().fit(weights[train], target[train])
-        z = standardised_errors(fitted, weights[test], target[test]) if with_intervals else None
-        return test, fitted.predict(weights[test]), z
-
-    predictions, z = np.empty(len(target)), np.empty(len(target) if with_intervals else 0)
-    for test, predicted, errors in parallel_map(
-        held_out_fold, sorted(set(folds.tolist())), threads
-    ):
-        predictions[test] = predicted
-        if errors is not None:
-            z[test] = errors
-    return HeldOut(predictions, z)
-
-
-def cross_validate(
-    model: Regressor, weights: np.ndarray, target: np.ndarray, folds: np.ndarray, threads: int = 1
-) -> np.ndarray:
-    """Out-of-fold predictions (`held_out`)."""
-    return held_out(model, weights, target, folds, threads).predictions
 
 
 TOP_SHARE = 0.25
