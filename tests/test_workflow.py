@@ -28,6 +28,27 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+def test_compiled_training_through_the_workflow_learns_what_eager_training_learns(
+    finished, tmp_path
+):
+    """The demo's setting, `compile: true` for proxies and finals, merged over the tiny config
+    on the command line: the proxy batches and a final model train compiled through Snakemake
+    and measure the eager run's losses to float rounding."""
+    targets = ["results/proxy/runs.parquet", "results/final/planted/losses.parquet"]
+    compiled = "proxy={compile: true}", "final={compile: true}"
+    result = snakemake(tmp_path, *targets, "--config", *compiled)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "results/final/planted/run.json").read_text())
+    assert record["settings"]["compile"] is True
+    ours, eager = (pd.read_parquet(f / targets[0]).sort_values("run") for f in (tmp_path, finished))
+    loss = [c for c in ours.columns if c.startswith("loss.")]
+    assert loss and list(ours["run"]) == list(eager["run"]) and set(ours["status"]) == {"ok"}
+    np.testing.assert_allclose(ours[loss].to_numpy(), eager[loss].to_numpy(), rtol=2e-3)
+    final = pd.read_parquet(tmp_path / targets[1])["loss"].to_numpy()
+    expected = pd.read_parquet(finished / targets[1])["loss"].to_numpy()
+    np.testing.assert_allclose(final, expected, rtol=2e-3)
+
+
 def test_data_stage_writes_shards_and_stats(finished):
     stats = pd.read_parquet(finished / "results/data/stats.parquet")
     columns = ["domain", "split", "tokens", "documents", "text_bytes", "estimated_tokens"]
